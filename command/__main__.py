@@ -1,0 +1,3 @@
+from command.cli import main
+
+main()

@@ -1,0 +1,126 @@
+"""Wiring: one cleanup context per resource, started in order, torn down in reverse.
+
+    pool -> hub + feed -> MQTT session + ingest
+
+Shutdown therefore stops taking messages first (acks stop; the broker keeps
+what we did not acknowledge), then stops the feed, then the pool. Consoles
+get 1001 in ``on_shutdown``, before any of that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
+
+from aiohttp import web
+
+from command import db
+from command import web as routes
+from command.feed import Feed
+from command.hub import Hub
+from command.ingest import Ingest
+from command.keys import HUB, INGEST_STATE, METRICS, MQTT, POOL, SETTINGS
+from command.metrics import Metrics
+from command.settings import Settings
+from sensors.mqtt import Inbound, MqttSession
+from sensors.topics import SUBSCRIPTIONS
+
+log = logging.getLogger(__name__)
+
+
+async def supervise(name: str, factory: Any) -> None:
+    """Run ``factory()`` until cancelled; a crash is logged and the task restarted.
+
+    A long-lived loop that dies silently is the worst failure a command system
+    can have (alarms stop, nothing says so), hence the restart and the log.
+    """
+    delay = 0.5
+    while True:
+        try:
+            await factory()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("task %s crashed; restarting in %.1f s", name, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+async def _stop(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def _spawn(name: str, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    return asyncio.create_task(coro, name=name)
+
+
+async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    assert settings.database_url is not None
+    app[POOL] = await db.create_pool(settings.database_url)
+    yield
+    await db.close_pool(app[POOL])
+
+
+async def feed_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    assert settings.database_url is not None
+    feed = Feed(app[POOL], settings.database_url, app[HUB])
+    await feed.start_position()
+    task = _spawn("feed", supervise("feed", feed.run))
+    yield
+    await _stop(task)
+
+
+async def mqtt_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    target = settings.mqtt
+    queue: asyncio.Queue[Inbound] = asyncio.Queue(maxsize=2 * settings.receive_maximum)
+    session = MqttSession(
+        host=target.host,
+        port=target.port,
+        username=target.username,
+        password=target.password,
+        client_id=settings.mqtt_client_id,
+        subscriptions=SUBSCRIPTIONS,
+        queue=queue,
+        session_expiry_s=settings.session_expiry_s,
+        receive_maximum=settings.receive_maximum,
+    )
+    app[MQTT] = session
+    app[INGEST_STATE] = queue
+    ingest = Ingest(app[POOL], queue, session.ack, app[METRICS], batch_max=settings.batch_max)
+    task = _spawn("ingest", supervise("ingest", ingest.run))
+    await session.start()
+    yield
+    # Stop storing first: a batch cut short is not acknowledged, so the broker
+    # redelivers it to our session next time and the unique key drops copies.
+    await _stop(task)
+    await session.close()
+
+
+async def close_consoles(app: web.Application) -> None:
+    await app[HUB].close_all()
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The server application for ``settings`` (URLs must be set)."""
+    if settings.database_url is None or settings.mqtt_url is None:
+        raise ValueError("create_app needs database and MQTT URLs")
+    app = web.Application(
+        middlewares=[routes.errors_middleware, routes.auth_middleware],
+        client_max_size=1024 * 1024,
+    )
+    app[SETTINGS] = settings
+    app[METRICS] = Metrics()
+    app[HUB] = Hub(queue_max=settings.client_queue_max)
+    app.cleanup_ctx.extend([pool_ctx, feed_ctx, mqtt_ctx])
+    app.on_shutdown.append(close_consoles)
+    routes.add_routes(app)
+    return app

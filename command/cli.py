@@ -1,0 +1,357 @@
+"""The ``emergency`` command line.
+
+    emergency up          everything: embedded services (unless URLs are set),
+                          migrations, the demo city, the server and a simulator
+    emergency serve       the server alone, against configured URLs
+    emergency migrate     apply migrations
+    emergency seed-demo   load the synthetic demo city
+    emergency simulate    publish simulated alarms and unit movements
+    emergency users add   create an account
+    emergency sensors add register a sensor
+
+Settings come from the environment (see command/settings.py). Commands other
+than ``up`` use the configured URLs, or the private instances ``up`` started
+in the data folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import asyncpg
+from aiohttp import web
+from shapely.geometry import Point
+
+from command import accounts, db
+from command.app import create_app
+from command.migrations import MigrationError, migrate
+from command.services import PG_DATABASE, PG_USER, EmbeddedMosquitto, EmbeddedPostgres, ServiceError
+from command.settings import Settings, load
+
+log = logging.getLogger("emergency")
+
+DEMO_ROLES = ("admin", "commander", "dispatcher", "viewer", "field")
+
+
+def _embedded_urls(settings: Settings) -> tuple[str | None, str | None]:
+    """URLs of the private instances ``emergency up`` keeps in the data folder, if any."""
+    pg_dir, mq_dir = settings.data_dir / "pg", settings.data_dir / "mosquitto"
+    database = mqtt = None
+    with contextlib.suppress(OSError, ValueError):
+        port = int((pg_dir / "port").read_text())
+        password = (pg_dir / "password").read_text().strip()
+        database = f"postgresql://{PG_USER}:{quote(password, safe='')}@127.0.0.1:{port}/{PG_DATABASE}"
+    with contextlib.suppress(OSError, ValueError):
+        mqtt = f"mqtt://127.0.0.1:{int((mq_dir / 'port').read_text())}"
+    return database, mqtt
+
+
+def _resolved(settings: Settings) -> Settings:
+    database, mqtt = _embedded_urls(settings)
+    database = settings.database_url or database
+    mqtt = settings.mqtt_url or mqtt
+    if database is None or mqtt is None:
+        raise SystemExit(
+            "no database/broker: set EMERGENCY_DATABASE_URL and EMERGENCY_MQTT_URL, or run `emergency up`"
+        )
+    return settings.with_urls(database, mqtt)
+
+
+async def _connect(url: str) -> asyncpg.Connection:
+    conn = await asyncpg.connect(url)
+    await db.register_codecs(conn)
+    return conn
+
+
+async def _migrate(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        applied = await migrate(conn)
+    finally:
+        await conn.close()
+    for name in applied:
+        log.info("applied migration %s", name)
+    if not applied:
+        log.info("database schema is up to date")
+
+
+async def _seed_demo(url: str, data_dir: Path) -> dict[str, str]:
+    """Load the demo city and its accounts. Returns username -> password for new accounts
+    (read back from the data folder on later runs)."""
+    from command.demo_city import build_city
+    from command.seed import seed_demo
+
+    logins_file = data_dir / "demo-logins.json"
+    logins: dict[str, str] = {}
+    with contextlib.suppress(OSError, ValueError):
+        logins = json.loads(logins_file.read_text())
+    conn = await _connect(url)
+    try:
+        counts = await seed_demo(conn, build_city())
+        if any(counts.values()):
+            log.info("demo city loaded: %s", ", ".join(f"{v} {k}" for k, v in counts.items()))
+        field_unit = await conn.fetchval("SELECT id FROM units ORDER BY id LIMIT 1")
+        for role in DEMO_ROLES:
+            if await conn.fetchval("SELECT 1 FROM users WHERE username = $1", role):
+                continue
+            password = secrets.token_urlsafe(9)
+            await accounts.add_user(
+                conn, username=role, password=password, role=role,
+                unit_id=field_unit if role == "field" else None,
+            )
+            logins[role] = password
+    finally:
+        await conn.close()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    logins_file.write_text(json.dumps(logins, indent=2))
+    os.chmod(logins_file, 0o600)
+    return logins
+
+
+async def _serve(settings: Settings, *, simulate_rate: float | None = None, banner: str = "") -> None:
+    """Run the server (and optionally the simulator) until cancelled, then shut down gracefully."""
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=10)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.http_host, settings.http_port)
+    await site.start()
+    log.info("serving on http://%s:%d/", settings.http_host, settings.http_port)
+    if banner:
+        print(banner, flush=True)
+    try:
+        async with asyncio.TaskGroup() as group:
+            if simulate_rate:
+                from command.simulator import run_simulator
+
+                target = settings.mqtt
+                assert settings.database_url is not None
+                group.create_task(
+                    run_simulator(
+                        settings.database_url, target.host, target.port, simulate_rate,
+                        mqtt_username=target.username, mqtt_password=target.password,
+                    ),
+                    name="simulator",
+                )
+            group.create_task(asyncio.Event().wait(), name="serve-forever")
+    finally:
+        await runner.cleanup()
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """asyncio.run with SIGTERM treated like Ctrl-C: cancel, then clean up."""
+
+    async def wrapper() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await main
+
+    asyncio.run(wrapper())
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
+    started: list[EmbeddedPostgres | EmbeddedMosquitto] = []
+    try:
+        database_url, mqtt_url = settings.database_url, settings.mqtt_url
+        if database_url is None:
+            pg = EmbeddedPostgres(settings.data_dir / "pg")
+            database_url = pg.start()
+            started.append(pg)
+        if mqtt_url is None:
+            broker = EmbeddedMosquitto(settings.data_dir / "mosquitto")
+            mqtt_url = broker.start()
+            started.append(broker)
+        settings = settings.with_urls(database_url, mqtt_url)
+
+        async def main() -> None:
+            await _migrate(database_url)
+            logins = await _seed_demo(database_url, settings.data_dir) if args.demo else {}
+            lines = [
+                "",
+                f"  Console:  http://{settings.http_host}:{settings.http_port}/",
+                f"  Broker:   {settings.mqtt.url()}",
+            ]
+            if logins:
+                lines.append("  Demo logins (also in " + str(settings.data_dir / "demo-logins.json") + "):")
+                lines += [f"    {user:<11} {password}" for user, password in logins.items()]
+            lines.append("  Ctrl-C stops everything.\n")
+            await _serve(settings, simulate_rate=args.rate if args.simulate else None, banner="\n".join(lines))
+
+        _run(main())
+    except (ServiceError, MigrationError) as exc:
+        raise SystemExit(f"emergency up: {exc}") from None
+    finally:
+        for service in reversed(started):
+            service.stop()
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
+    settings = _resolved(settings)
+
+    async def main() -> None:
+        assert settings.database_url is not None
+        await _migrate(settings.database_url)
+        await _serve(settings)
+
+    _run(main())
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:
+    settings = _resolved(settings)
+    assert settings.database_url is not None
+    try:
+        asyncio.run(_migrate(settings.database_url))
+    except MigrationError as exc:
+        raise SystemExit(f"emergency migrate: {exc}") from None
+
+
+def cmd_seed_demo(args: argparse.Namespace, settings: Settings) -> None:
+    settings = _resolved(settings)
+    assert settings.database_url is not None
+    logins = asyncio.run(_seed_demo(settings.database_url, settings.data_dir))
+    for user, password in logins.items():
+        print(f"{user:<11} {password}")
+
+
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> None:
+    from command.simulator import run_simulator
+
+    settings = _resolved(settings)
+    target = settings.mqtt
+    assert settings.database_url is not None
+    _run(
+        run_simulator(
+            settings.database_url, target.host, target.port, args.rate,
+            mqtt_username=target.username, mqtt_password=target.password,
+        )
+    )
+
+
+def cmd_users_add(args: argparse.Namespace, settings: Settings) -> None:
+    settings = _resolved(settings)
+    password = args.password
+    if password is None:
+        password = os.environ.get("EMERGENCY_NEW_PASSWORD")
+    if password is None:
+        import getpass
+
+        password = getpass.getpass(f"password for {args.username}: ")
+
+    async def main() -> int:
+        assert settings.database_url is not None
+        conn = await _connect(settings.database_url)
+        try:
+            return await accounts.add_user(
+                conn, username=args.username, password=password, role=args.role,
+                unit_id=args.unit, districts=args.district or None,
+            )
+        finally:
+            await conn.close()
+
+    try:
+        user_id = asyncio.run(main())
+    except accounts.AccountError as exc:
+        raise SystemExit(f"emergency users add: {exc}") from None
+    print(f"user {args.username} ({args.role}) created with id {user_id}")
+
+
+def cmd_sensors_add(args: argparse.Namespace, settings: Settings) -> None:
+    settings = _resolved(settings)
+    if (args.lat is None) != (args.lon is None):
+        raise SystemExit("emergency sensors add: give both --lat and --lon, or neither")
+    location = Point(args.lon, args.lat) if args.lat is not None else None
+
+    async def main() -> None:
+        assert settings.database_url is not None
+        conn = await _connect(settings.database_url)
+        try:
+            await conn.execute(
+                """
+                INSERT INTO sensors (id, kind, name, location, district_id)
+                VALUES ($1, $2, $3, $4,
+                        (SELECT d.id FROM districts d WHERE ST_Intersects(d.geom, $4) LIMIT 1))
+                """,
+                args.id, args.kind, args.name, location,
+            )
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(main())
+    except asyncpg.UniqueViolationError:
+        raise SystemExit(f"emergency sensors add: sensor {args.id!r} already exists") from None
+    except asyncpg.CheckViolationError:
+        raise SystemExit("emergency sensors add: id must match [A-Za-z0-9_.:-]{1,64}") from None
+    print(f"sensor {args.id} registered; it publishes to sensors/{args.id}/alarm")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="emergency", description="Emergency coordination command platform")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start everything (embedded services unless URLs are set)")
+    up.add_argument("--no-demo", dest="demo", action="store_false", help="do not load the demo city")
+    up.add_argument("--no-simulate", dest="simulate", action="store_false", help="do not run the simulator")
+    up.add_argument("--rate", type=float, default=2.0, help="simulated alarms per second (default 2)")
+    up.set_defaults(func=cmd_up)
+
+    sub.add_parser("serve", help="run the server against configured URLs").set_defaults(func=cmd_serve)
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+    sub.add_parser("seed-demo", help="load the synthetic demo city").set_defaults(func=cmd_seed_demo)
+
+    sim = sub.add_parser("simulate", help="publish simulated alarms and unit movements")
+    sim.add_argument("--rate", type=float, default=2.0, help="alarms per second (default 2)")
+    sim.set_defaults(func=cmd_simulate)
+
+    users = sub.add_parser("users", help="manage accounts").add_subparsers(dest="users_command", required=True)
+    add = users.add_parser("add", help="create an account")
+    add.add_argument("--username", required=True)
+    add.add_argument(
+        "--password",
+        help="the password (default: $EMERGENCY_NEW_PASSWORD, else asked for; "
+        "a password on the command line is visible to other local users)",
+    )
+    add.add_argument("--role", required=True, choices=("admin", "commander", "dispatcher", "field", "viewer"))
+    add.add_argument("--unit", help="the unit a field account belongs to")
+    add.add_argument("--district", action="append", help="bind to a district (repeatable)")
+    add.set_defaults(func=cmd_users_add)
+
+    sensors = sub.add_parser("sensors", help="manage sensors").add_subparsers(dest="sensors_command", required=True)
+    sadd = sensors.add_parser("add", help="register a sensor")
+    sadd.add_argument("--id", required=True)
+    sadd.add_argument("--kind", required=True, help="smoke, gas, water_level, seismic, structural, air_quality, ...")
+    sadd.add_argument("--name")
+    sadd.add_argument("--lat", type=float)
+    sadd.add_argument("--lon", type=float)
+    sadd.set_defaults(func=cmd_sensors_add)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        settings = load()
+    except ValueError as exc:
+        raise SystemExit(f"emergency: {exc}") from None
+    args.func(args, settings)

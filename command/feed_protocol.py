@@ -1,0 +1,110 @@
+"""The console feed's wire format and scope rules.
+
+Pure. An outbox row becomes an :class:`Event` once, is serialised once, and
+the same text goes to every client that may see it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+# Roles, from most to least privileged. 'field' accounts are bound to a unit.
+ROLES: tuple[str, ...] = ("admin", "commander", "dispatcher", "field", "viewer")
+
+# Close codes (4000-4999 are ours to define).
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_UNAUTHORIZED = 4401
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is asking: the account behind a token or cookie."""
+
+    user_id: int
+    username: str
+    role: str
+    unit_id: str | None = None
+    districts: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    seq: int
+    name: str
+    data: dict[str, Any]
+    incident_id: int | None = None
+    unit_id: str | None = None
+    district_id: str | None = None
+    wire: str = field(default="", compare=False)
+
+    @classmethod
+    def create(
+        cls,
+        seq: int,
+        name: str,
+        data: dict[str, Any],
+        incident_id: int | None = None,
+        unit_id: str | None = None,
+        district_id: str | None = None,
+    ) -> Event:
+        wire = json.dumps({"type": "event", "seq": seq, "name": name, "data": data}, separators=(",", ":"))
+        return cls(seq, name, data, incident_id, unit_id, district_id, wire)
+
+
+def visible(principal: Principal, event: Event) -> bool:
+    """May this principal see this event?
+
+    Field teams see only their own unit until dispatches bind them to
+    incidents; an account bound to districts sees only events in them.
+    """
+    if principal.role == "field":
+        return event.unit_id is not None and event.unit_id == principal.unit_id
+    if principal.districts is not None:
+        return event.district_id in principal.districts
+    return True
+
+
+def batch_frame(events: list[Event]) -> str:
+    """Several events in one frame, reusing each event's serialised text."""
+    if len(events) == 1:
+        return events[0].wire
+    return '{"type":"batch","events":[' + ",".join(e.wire for e in events) + "]}"
+
+
+def error_frame(code: str, message: str) -> str:
+    return json.dumps({"type": "error", "error": {"code": code, "message": message}})
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    token: str | None
+    since: int | None
+
+
+class BadHello(ValueError):
+    pass
+
+
+def parse_hello(text: str) -> Hello:
+    """The client's first frame.
+
+    Raises:
+        BadHello: not JSON, not a hello, or ill-typed fields.
+    """
+    try:
+        doc = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raise BadHello("first frame must be JSON") from None
+    if not isinstance(doc, dict) or doc.get("type") != "hello":
+        raise BadHello('first frame must be {"type":"hello",...}')
+    token = doc.get("token")
+    since = doc.get("since")
+    if token is not None and not isinstance(token, str):
+        raise BadHello("token must be a string")
+    if since is not None and (isinstance(since, bool) or not isinstance(since, int) or since < 0):
+        raise BadHello("since must be a non-negative integer")
+    return Hello(token, since)

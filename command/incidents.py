@@ -1,0 +1,109 @@
+"""Incidents: the vocabulary, the domain type and its wire form.
+
+Pure. The store converts database rows into :class:`Incident` at its edge;
+everything past that point (the hub, the HTTP API, correlation) speaks this
+type, and :func:`to_wire` is the one place that decides the JSON shape the
+design's contract promises.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sensors.alarms import SEVERITIES
+
+# The plan's four classes of events.
+CATEGORY_OF_KIND: dict[str, str] = {
+    "fire": "accident",
+    "smoke": "accident",
+    "gas_leak": "accident",
+    "hazmat": "accident",
+    "traffic_accident": "accident",
+    "structure_collapse": "accident",
+    "power_outage": "accident",
+    "flood": "natural_disaster",
+    "water_level": "natural_disaster",
+    "earthquake": "natural_disaster",
+    "landslide": "natural_disaster",
+    "air_quality": "public_health",
+    "medical": "public_health",
+    "crowd": "public_security",
+    "other": "public_security",
+}
+
+STATUSES: tuple[str, ...] = (
+    "new", "confirmed", "responding", "contained", "resolved", "closed", "false_alarm", "cancelled",
+)
+# An incident in one of these no longer collects alarms.
+ENDED: frozenset[str] = frozenset({"resolved", "closed", "false_alarm", "cancelled"})
+
+_RANK = {severity: rank for rank, severity in enumerate(SEVERITIES)}
+
+
+def more_severe(a: str, b: str) -> str:
+    """The more severe of two CAP severities ('Unknown' ranks lowest)."""
+    return a if _RANK[a] <= _RANK[b] else b
+
+
+def category_of(kind: str) -> str:
+    return CATEGORY_OF_KIND.get(kind, "public_security")
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    id: int
+    kind: str
+    category: str
+    severity: str
+    status: str
+    lat: float
+    lon: float
+    area: dict[str, Any] | None
+    district: str | None
+    title: str
+    alarm_count: int
+    opened_at: datetime
+    updated_at: datetime
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"unknown incident status {self.status!r}")
+        if self.severity not in _RANK:
+            raise ValueError(f"unknown severity {self.severity!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmRef:
+    """Which alarm caused an event: lets a console show it and anyone measure latency."""
+
+    sensor_id: str
+    id: str
+    time: datetime
+
+
+def to_wire(incident: Incident, last_alarm: AlarmRef | None = None) -> dict[str, Any]:
+    """The incident as the contract's JSON object."""
+    wire: dict[str, Any] = {
+        "id": incident.id,
+        "kind": incident.kind,
+        "category": incident.category,
+        "severity": incident.severity,
+        "status": incident.status,
+        "lat": incident.lat,
+        "lon": incident.lon,
+        "area": incident.area,
+        "district": incident.district,
+        "title": incident.title,
+        "alarm_count": incident.alarm_count,
+        "opened_at": incident.opened_at.isoformat(),
+        "updated_at": incident.updated_at.isoformat(),
+    }
+    if last_alarm is not None:
+        wire["last_alarm"] = {
+            "sensor_id": last_alarm.sensor_id,
+            "id": last_alarm.id,
+            "time": last_alarm.time.isoformat(),
+        }
+    return wire

@@ -1,0 +1,168 @@
+"""The ingest loop: MQTT messages in, one transaction per batch, acks after commit.
+
+Batching is natural: each transaction takes every message that arrived while
+the previous one was committing (up to ``batch_max``). At low rates that is
+one message and no added wait; under load batches grow and the commit cost
+is shared, which is what lets one connection store thousands a second.
+
+Failure policy:
+- the database is unreachable: nothing is acknowledged; the same batch is
+  retried with backoff until it commits. The broker stops sending once
+  ``receive_maximum`` messages are unacknowledged, so nothing piles up here.
+- the database rejects the batch (a constraint, a value it cannot take): the
+  batch is retried one message at a time, and a message that fails alone is
+  dead-lettered with the database's reason. A poison message never blocks
+  the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+import asyncpg
+
+from command.metrics import Metrics
+from command.store import DeadLetter, Raw, store_batch
+from sensors.alarms import Alarm, Position, Rejected, parse_alarm, parse_position, parse_state
+from sensors.mqtt import Inbound
+from sensors.topics import SensorAlarm, SensorState, UnitPosition, parse_topic
+
+log = logging.getLogger(__name__)
+
+# Errors after which the same batch may succeed later.
+TRANSIENT = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    asyncpg.InsufficientResourcesError,
+)
+
+
+class Parsed:
+    """One batch, sorted by route. Built by :func:`classify` (pure)."""
+
+    __slots__ = ("alarms", "positions", "rejected", "states")
+
+    def __init__(self) -> None:
+        self.alarms: list[tuple[Alarm, Raw]] = []
+        self.positions: list[tuple[Position, Raw]] = []
+        self.states: list[tuple[str, str, Raw]] = []
+        self.rejected: list[DeadLetter] = []
+
+
+def classify(messages: Sequence[Inbound], now: datetime) -> Parsed:
+    """Parse every message; anything that breaks the contract becomes a dead letter."""
+    parsed = Parsed()
+    for message in messages:
+        raw = Raw(message.topic, message.payload)
+        route = parse_topic(message.topic)
+        try:
+            match route:
+                case SensorAlarm(sensor_id):
+                    parsed.alarms.append((parse_alarm(sensor_id, message.payload, now), raw))
+                case UnitPosition(unit_id):
+                    parsed.positions.append((parse_position(unit_id, message.payload, now), raw))
+                case SensorState(sensor_id):
+                    parsed.states.append((sensor_id, parse_state(message.payload), raw))
+                case None:
+                    raise Rejected("topic is not one this server understands")
+        except Rejected as exc:
+            parsed.rejected.append(DeadLetter("mqtt", message.topic, message.payload, exc.reason))
+    return parsed
+
+
+class Ingest:
+    """Drains the MQTT queue into the database. ``run`` is a long-lived task."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        queue: asyncio.Queue[Inbound],
+        ack: Callable[[Inbound], None],
+        metrics: Metrics,
+        *,
+        batch_max: int = 500,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._pool = pool
+        self._queue = queue
+        self._ack = ack
+        self._metrics = metrics
+        self._batch_max = batch_max
+        self._clock = clock
+
+    async def run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._batch_max and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            await self._store(batch)
+            for message in batch:
+                self._ack(message)
+
+    async def _store(self, batch: list[Inbound]) -> None:
+        """Return only once the batch is committed (or dead-lettered)."""
+        delay = 0.1
+        while True:
+            try:
+                await self._commit(batch)
+                return
+            except TRANSIENT as exc:
+                self._metrics.store_retries.inc()
+                log.warning("ingest: database unavailable (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except asyncpg.PostgresError as exc:
+                if len(batch) == 1:
+                    await self._dead_letter(batch[0], f"database rejected it: {exc}")
+                    return
+                log.warning("ingest: batch of %d rejected (%s); storing one by one", len(batch), exc)
+                for message in batch:
+                    await self._store([message])
+                return
+
+    async def _commit(self, batch: list[Inbound]) -> None:
+        now = self._clock()
+        parsed = classify(batch, now)
+        started = time.perf_counter()
+        async with self._pool.acquire() as conn:
+            result = await store_batch(
+                conn,
+                alarms=parsed.alarms,
+                positions=parsed.positions,
+                states=parsed.states,
+                rejected=parsed.rejected,
+                now=now,
+            )
+        m = self._metrics
+        m.commit_seconds.observe(time.perf_counter() - started)
+        m.batches.inc()
+        m.batch_size.observe(len(batch))
+        m.alarms_stored.inc(result.alarms_stored)
+        m.alarms_duplicate.inc(result.alarms_duplicate)
+        m.incidents_opened.inc(result.incidents_opened)
+        if result.dead_letters:
+            m.dead_letters.labels("mqtt").inc(result.dead_letters)
+
+    async def _dead_letter(self, message: Inbound, reason: str) -> None:
+        letter = DeadLetter("mqtt", message.topic, message.payload, reason)
+        delay = 0.1
+        while True:
+            try:
+                async with self._pool.acquire() as conn:
+                    await store_batch(conn, rejected=[letter], now=self._clock())
+                self._metrics.dead_letters.labels("mqtt").inc()
+                return
+            except TRANSIENT as exc:
+                log.warning("ingest: cannot store dead letter (%s); retrying", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)

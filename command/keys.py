@@ -1,0 +1,20 @@
+"""Typed keys for the state each cleanup context puts on the application."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+from aiohttp import web
+
+from command.hub import Hub
+from command.metrics import Metrics
+from command.settings import Settings
+from sensors.mqtt import Inbound, MqttSession
+
+SETTINGS = web.AppKey("settings", Settings)
+POOL = web.AppKey("pool", asyncpg.Pool)
+METRICS = web.AppKey("metrics", Metrics)
+HUB = web.AppKey("hub", Hub)
+MQTT = web.AppKey("mqtt", MqttSession)
+INGEST_STATE = web.AppKey("ingest_queue", asyncio.Queue[Inbound])

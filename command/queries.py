@@ -1,0 +1,259 @@
+"""Reads for the HTTP API and the console feed: snapshots, replays, lists.
+
+Every function takes the caller's :class:`Principal` where scope matters and
+filters in SQL, so an object outside the caller's scope is never loaded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from command.feed import event_from_row
+from command.feed_protocol import Event, Principal, visible
+from command.incidents import ENDED, to_wire
+from command.store import INCIDENT_COLUMNS, UNIT_COLUMNS, incident_from_row, unit_wire
+
+
+def _geojson(geom: Any) -> dict[str, Any] | None:
+    return geom.__geo_interface__ if geom is not None else None
+
+
+def _incident_scope(principal: Principal) -> tuple[str, list[Any]]:
+    """A WHERE fragment (over alias ``i``) limiting incidents to the principal's scope."""
+    if principal.role == "field":
+        # Field teams see incidents through their dispatches (issue #5); none yet.
+        return "false", []
+    if principal.districts is not None:
+        return "i.district_id = ANY($1::text[])", [list(principal.districts)]
+    return "true", []
+
+
+async def list_incidents(
+    conn: asyncpg.Connection, principal: Principal, *, include_ended: bool, limit: int
+) -> list[dict[str, Any]]:
+    scope, args = _incident_scope(principal)
+    n = len(args)
+    rows = await conn.fetch(
+        f"""
+        SELECT {INCIDENT_COLUMNS} FROM incidents i
+        WHERE {scope} AND (${n + 1}::boolean OR NOT (i.status = ANY(${n + 2}::text[])))
+        ORDER BY i.updated_at DESC LIMIT ${n + 3}
+        """,
+        *args,
+        include_ended,
+        sorted(ENDED),
+        limit,
+    )
+    return [to_wire(incident_from_row(r)) for r in rows]
+
+
+async def get_incident(
+    conn: asyncpg.Connection, principal: Principal, incident_id: int
+) -> dict[str, Any] | None:
+    """The incident with its alarms and timeline, or None when absent or out of scope."""
+    scope, args = _incident_scope(principal)
+    n = len(args)
+    row = await conn.fetchrow(
+        f"SELECT {INCIDENT_COLUMNS} FROM incidents i WHERE {scope} AND i.id = ${n + 1}",
+        *args,
+        incident_id,
+    )
+    if row is None:
+        return None
+    incident = to_wire(incident_from_row(row))
+    alarms = await conn.fetch(
+        """
+        SELECT a.sensor_id, a.alarm_id, a.kind, a.severity, a.time, a.received_at,
+               ST_Y(a.location) AS lat, ST_X(a.location) AS lon, a.value, a.unit, a.message
+        FROM alarms a WHERE a.incident_id = $1 ORDER BY a.time DESC, a.id DESC LIMIT 500
+        """,
+        incident_id,
+    )
+    incident["alarms"] = [
+        {
+            "sensor_id": a["sensor_id"],
+            "id": a["alarm_id"],
+            "kind": a["kind"],
+            "severity": a["severity"],
+            "time": a["time"].isoformat(),
+            "received_at": a["received_at"].isoformat(),
+            "lat": a["lat"],
+            "lon": a["lon"],
+            "value": a["value"],
+            "unit": a["unit"],
+            "message": a["message"],
+        }
+        for a in alarms
+    ]
+    timeline = await conn.fetch(
+        """
+        SELECT seq, name, created_at FROM events WHERE incident_id = $1 ORDER BY seq LIMIT 1000
+        """,
+        incident_id,
+    )
+    incident["timeline"] = [
+        {"seq": t["seq"], "name": t["name"], "time": t["created_at"].isoformat()} for t in timeline
+    ]
+    return incident
+
+
+async def list_units(conn: asyncpg.Connection, principal: Principal) -> list[dict[str, Any]]:
+    if principal.role == "field":
+        rows = await conn.fetch(f"SELECT {UNIT_COLUMNS} FROM units u WHERE u.id = $1", principal.unit_id)
+    elif principal.districts is not None:
+        rows = await conn.fetch(
+            f"SELECT {UNIT_COLUMNS} FROM units u WHERE u.district_id = ANY($1::text[]) ORDER BY u.id",
+            list(principal.districts),
+        )
+    else:
+        rows = await conn.fetch(f"SELECT {UNIT_COLUMNS} FROM units u ORDER BY u.id")
+    return [unit_wire(r) for r in rows]
+
+
+async def snapshot(conn: asyncpg.Connection, principal: Principal) -> dict[str, Any]:
+    """Open incidents and units as of one outbox seq, read in one consistent snapshot."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        seq = await conn.fetchval("SELECT coalesce(max(seq), 0) FROM events")
+        incidents = await list_incidents(conn, principal, include_ended=False, limit=5000)
+        units = await list_units(conn, principal)
+    return {"type": "snapshot", "seq": seq, "incidents": incidents, "units": units}
+
+
+async def replay(
+    conn: asyncpg.Connection, principal: Principal, since: int, limit: int
+) -> list[Event] | None:
+    """Events after ``since`` the principal may see, or None when a replay cannot be exact
+    (``since`` is older than the retained outbox, or more than ``limit`` events behind)."""
+    bounds = await conn.fetchrow("SELECT min(seq) AS first, max(seq) AS last FROM events")
+    first, last = bounds["first"], bounds["last"]
+    if last is None:
+        return [] if since == 0 else None
+    if since > last:
+        return None  # a seq from another database: start afresh
+    if since < first - 1 or last - since > limit:
+        return None
+    rows = await conn.fetch(
+        """
+        SELECT seq, name, data, incident_id, unit_id, district_id FROM events
+        WHERE seq > $1 ORDER BY seq
+        """,
+        since,
+    )
+    return [e for e in map(event_from_row, rows) if visible(principal, e)]
+
+
+async def list_depots(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        """
+        SELECT d.id, d.name, d.location, d.district_id,
+               coalesce(json_agg(json_build_object('item', s.item, 'quantity', s.quantity,
+                                                   'unit', s.unit, 'expires_on', s.expires_on)
+                                 ORDER BY s.item) FILTER (WHERE s.item IS NOT NULL), '[]') AS stock
+        FROM depots d LEFT JOIN stock s ON s.depot_id = d.id
+        GROUP BY d.id ORDER BY d.id
+        """
+    )
+    return [
+        {
+            "id": r["id"],
+            "name": r["name"],
+            "lat": r["location"].y,
+            "lon": r["location"].x,
+            "district": r["district_id"],
+            "stock": r["stock"],
+        }
+        for r in rows
+    ]
+
+
+async def list_hazards(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    rows = await conn.fetch("SELECT id, kind, name, geom, attrs FROM hazards ORDER BY id")
+    return [
+        {"id": r["id"], "kind": r["kind"], "name": r["name"], "geometry": _geojson(r["geom"]), "attrs": r["attrs"]}
+        for r in rows
+    ]
+
+
+async def list_sites(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    rows = await conn.fetch("SELECT id, kind, name, geom, capacity, beds FROM sites ORDER BY id")
+    return [
+        {
+            "id": r["id"],
+            "kind": r["kind"],
+            "name": r["name"],
+            "geometry": _geojson(r["geom"]),
+            "capacity": r["capacity"],
+            "beds": r["beds"],
+        }
+        for r in rows
+    ]
+
+
+async def list_districts(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    rows = await conn.fetch("SELECT id, name, name_zh, geom FROM districts ORDER BY id")
+    return [
+        {"id": r["id"], "name": r["name"], "name_zh": r["name_zh"], "geometry": _geojson(r["geom"])}
+        for r in rows
+    ]
+
+
+async def list_roads(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    rows = await conn.fetch("SELECT id, name, speed_kmh, oneway, geom FROM roads ORDER BY id")
+    return [
+        {
+            "id": r["id"],
+            "name": r["name"],
+            "speed_kmh": r["speed_kmh"],
+            "oneway": r["oneway"],
+            "geometry": _geojson(r["geom"]),
+        }
+        for r in rows
+    ]
+
+
+async def list_sensors(conn: asyncpg.Connection, limit: int) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        """
+        SELECT id, kind, name, district_id, location, state, last_seen FROM sensors
+        ORDER BY id LIMIT $1
+        """,
+        limit,
+    )
+    return [
+        {
+            "id": r["id"],
+            "kind": r["kind"],
+            "name": r["name"],
+            "district": r["district_id"],
+            "lat": r["location"].y if r["location"] is not None else None,
+            "lon": r["location"].x if r["location"] is not None else None,
+            "state": r["state"],
+            "last_seen": r["last_seen"].isoformat() if r["last_seen"] else None,
+        }
+        for r in rows
+    ]
+
+
+async def list_dead_letters(conn: asyncpg.Connection, limit: int) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        """
+        SELECT id, source, topic, payload, payload_size, reason, received_at FROM dead_letters
+        ORDER BY id DESC LIMIT $1
+        """,
+        limit,
+    )
+    return [
+        {
+            "id": r["id"],
+            "source": r["source"],
+            "topic": r["topic"],
+            # Shown as text where it is text; bad bytes are replaced, not hidden.
+            "payload": bytes(r["payload"]).decode("utf-8", errors="replace"),
+            "payload_size": r["payload_size"],
+            "reason": r["reason"],
+            "received_at": r["received_at"].isoformat(),
+        }
+        for r in rows
+    ]

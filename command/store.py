@@ -1,0 +1,426 @@
+"""The ingest transaction: alarms, incidents, positions, dead letters and their events.
+
+Everything one batch of MQTT messages changes is written in one transaction,
+together with the outbox rows that tell every console about it. Only after
+that commits does the ingest acknowledge the messages (command/ingest.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from shapely.geometry import Point
+
+from command.correlation import Group, Located, OpenIncident, correlate, correlation_key
+from command.incidents import ENDED, AlarmRef, Incident, to_wire
+from sensors.alarms import Alarm, Position
+
+# Held from the first outbox insert to commit, so outbox seqs become visible
+# in the order they were assigned (see the events table in 0001_schema.sql).
+EVENTS_LOCK = 0x45564E54
+
+# Dead-letter payloads are evidence, not storage: keep enough to diagnose.
+DEAD_LETTER_PAYLOAD_MAX = 4096
+
+INCIDENT_COLUMNS = """
+    i.id, i.kind, i.category, i.severity, i.status, i.location, i.area,
+    i.district_id, i.title, i.alarm_count, i.opened_at, i.updated_at
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Raw:
+    """Where a parsed item came from, kept so it can still be dead-lettered."""
+
+    topic: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    source: str
+    topic: str
+    payload: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    name: str
+    data: dict[str, Any]
+    incident_id: int | None = None
+    unit_id: str | None = None
+    district_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    alarms_stored: int = 0
+    alarms_duplicate: int = 0
+    incidents_opened: int = 0
+    dead_letters: int = 0
+    events: int = 0
+    last_seq: int | None = None
+
+
+def incident_from_row(row: asyncpg.Record) -> Incident:
+    """Convert at the boundary: a row of INCIDENT_COLUMNS to the domain type."""
+    area = row["area"]
+    return Incident(
+        id=row["id"],
+        kind=row["kind"],
+        category=row["category"],
+        severity=row["severity"],
+        status=row["status"],
+        lat=row["location"].y,
+        lon=row["location"].x,
+        area=area.__geo_interface__ if area is not None else None,
+        district=row["district_id"],
+        title=row["title"],
+        alarm_count=row["alarm_count"],
+        opened_at=row["opened_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def unit_wire(row: asyncpg.Record) -> dict[str, Any]:
+    position = row["position"]
+    return {
+        "id": row["id"],
+        "callsign": row["callsign"],
+        "type": row["type"],
+        "capabilities": list(row["capabilities"]),
+        "status": row["status"],
+        "lat": position.y if position is not None else None,
+        "lon": position.x if position is not None else None,
+        "position_at": row["position_at"].isoformat() if row["position_at"] else None,
+        "speed": row["speed"],
+        "heading": row["heading"],
+        "district": row["district_id"],
+    }
+
+
+UNIT_COLUMNS = """
+    u.id, u.callsign, u.type, u.capabilities, u.status, u.position, u.position_at,
+    u.speed, u.heading, u.district_id
+"""
+
+
+async def append_events(conn: asyncpg.Connection, events: Sequence[NewEvent]) -> int | None:
+    """Write outbox rows and wake every instance's feed. Call last in a transaction.
+
+    Returns:
+        the highest seq written, or None for no events.
+    """
+    if not events:
+        return None
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", EVENTS_LOCK)
+    rows = await conn.fetch(
+        """
+        INSERT INTO events (name, data, incident_id, unit_id, district_id)
+        SELECT name, data::jsonb, incident_id, unit_id, district_id
+        FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[])
+             WITH ORDINALITY AS e(name, data, incident_id, unit_id, district_id, ord)
+        ORDER BY ord
+        RETURNING seq
+        """,
+        [e.name for e in events],
+        [json.dumps(e.data) for e in events],
+        [e.incident_id for e in events],
+        [e.unit_id for e in events],
+        [e.district_id for e in events],
+    )
+    last = max(r["seq"] for r in rows)
+    # Delivered at commit, and only then: a listener never hears of a row it cannot read.
+    await conn.execute("SELECT pg_notify('events', $1)", str(last))
+    return last
+
+
+async def insert_dead_letters(conn: asyncpg.Connection, letters: Sequence[DeadLetter]) -> None:
+    if not letters:
+        return
+    await conn.executemany(
+        """
+        INSERT INTO dead_letters (source, topic, payload, payload_size, reason)
+        VALUES ($1, $2, $3, $4, $5)
+        """,
+        [
+            (d.source, d.topic[:512], d.payload[:DEAD_LETTER_PAYLOAD_MAX], len(d.payload), d.reason[:1000])
+            for d in letters
+        ],
+    )
+
+
+async def _store_alarms(
+    conn: asyncpg.Connection,
+    alarms: Sequence[tuple[Alarm, Raw]],
+    now: datetime,
+    dead: list[DeadLetter],
+    events: list[NewEvent],
+) -> tuple[int, int, int]:
+    """Insert alarms, correlate the new ones, write incident events.
+
+    Returns:
+        (stored, duplicates, incidents opened).
+    """
+    sensor_rows = await conn.fetch(
+        "SELECT id, name, location FROM sensors WHERE id = ANY($1::text[])",
+        list({a.sensor_id for a, _ in alarms}),
+    )
+    sensors = {r["id"]: r for r in sensor_rows}
+    placed: dict[tuple[str, str], Located] = {}
+    for alarm, raw in alarms:
+        sensor = sensors.get(alarm.sensor_id)
+        if sensor is None:
+            dead.append(DeadLetter("mqtt", raw.topic, raw.payload, f"unregistered sensor {alarm.sensor_id!r}"))
+            continue
+        if alarm.lat is not None and alarm.lon is not None:
+            lat, lon = alarm.lat, alarm.lon
+        elif sensor["location"] is not None:
+            lat, lon = sensor["location"].y, sensor["location"].x
+        else:
+            dead.append(DeadLetter(
+                "mqtt", raw.topic, raw.payload,
+                "no lat/lon in the alarm and the sensor has no registered location",
+            ))
+            continue
+        # A redelivery inside one batch: keep the first copy.
+        placed.setdefault((alarm.sensor_id, alarm.id), Located(alarm, lat, lon, sensor["name"]))
+    if not placed:
+        return 0, len(alarms) - len(dead), 0
+
+    candidates = list(placed.values())
+    inserted = await conn.fetch(
+        """
+        INSERT INTO alarms (sensor_id, alarm_id, kind, severity, time, received_at, location,
+                            value, unit, message)
+        SELECT s, a, k, sev, t, $11, ST_SetSRID(ST_MakePoint(lon, lat), 4326), v, u, m
+        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
+                    $6::float8[], $7::float8[], $8::float8[], $9::text[], $10::text[])
+             AS x(s, a, k, sev, t, lat, lon, v, u, m)
+        ON CONFLICT (sensor_id, alarm_id) DO NOTHING
+        RETURNING id, sensor_id, alarm_id
+        """,
+        [c.alarm.sensor_id for c in candidates],
+        [c.alarm.id for c in candidates],
+        [c.alarm.kind for c in candidates],
+        [c.alarm.severity for c in candidates],
+        [c.alarm.time for c in candidates],
+        [c.lat for c in candidates],
+        [c.lon for c in candidates],
+        [c.alarm.value for c in candidates],
+        [c.alarm.unit for c in candidates],
+        [c.alarm.message for c in candidates],
+        now,
+    )
+    row_ids = {(r["sensor_id"], r["alarm_id"]): r["id"] for r in inserted}
+    fresh = [c for c in candidates if (c.alarm.sensor_id, c.alarm.id) in row_ids]
+    duplicates = len(candidates) - len(fresh)
+    if not fresh:
+        return 0, duplicates, 0
+
+    await conn.execute(
+        "UPDATE sensors SET last_seen = $2 WHERE id = ANY($1::text[])",
+        list({c.alarm.sensor_id for c in fresh}),
+        now,
+    )
+    keys = sorted({correlation_key(c.alarm) for c in fresh})
+    # Serialise correlation per key across transactions and instances; sorted
+    # so two batches sharing keys cannot deadlock.
+    await conn.execute(
+        """
+        SELECT pg_advisory_xact_lock(hashtextextended(k, 0))
+        FROM unnest($1::text[]) WITH ORDINALITY AS x(k, ord) ORDER BY ord
+        """,
+        keys,
+    )
+    open_rows = await conn.fetch(
+        """
+        SELECT id, correlation_key, severity, alarm_count FROM incidents
+        WHERE correlation_key = ANY($1::text[]) AND NOT (status = ANY($2::text[]))
+        """,
+        keys,
+        sorted(ENDED),
+    )
+    open_incidents = {
+        r["correlation_key"]: OpenIncident(r["id"], r["correlation_key"], r["severity"], r["alarm_count"])
+        for r in open_rows
+    }
+    opened = 0
+    for group in correlate(fresh, open_incidents):
+        incident = await _apply_group(conn, group, now)
+        await conn.execute(
+            "UPDATE alarms SET incident_id = $1 WHERE id = ANY($2::bigint[])",
+            incident.id,
+            [row_ids[(c.alarm.sensor_id, c.alarm.id)] for c in group.alarms],
+        )
+        last = group.last.alarm
+        name = "incident.updated" if group.incident_id is not None else "incident.opened"
+        opened += group.incident_id is None
+        events.append(
+            NewEvent(
+                name=name,
+                data=to_wire(incident, AlarmRef(last.sensor_id, last.id, last.time)),
+                incident_id=incident.id,
+                district_id=incident.district,
+            )
+        )
+    return len(fresh), duplicates, opened
+
+
+async def _apply_group(conn: asyncpg.Connection, group: Group, now: datetime) -> Incident:
+    if group.incident_id is None:
+        point = Point(group.lon, group.lat)
+        row = await conn.fetchrow(
+            f"""
+            INSERT INTO incidents AS i (kind, category, severity, status, location, district_id,
+                                        title, alarm_count, correlation_key, opened_at, updated_at)
+            VALUES ($1, $2, $3, 'new', $4,
+                    (SELECT d.id FROM districts d WHERE ST_Intersects(d.geom, $4) LIMIT 1),
+                    $5, $6, $7, $8, $8)
+            RETURNING {INCIDENT_COLUMNS}
+            """,
+            group.kind,
+            group.category,
+            group.severity,
+            point,
+            group.title,
+            len(group.alarms),
+            group.key,
+            now,
+        )
+    else:
+        row = await conn.fetchrow(
+            f"""
+            UPDATE incidents AS i
+            SET severity = $2, alarm_count = alarm_count + $3, updated_at = $4
+            WHERE id = $1
+            RETURNING {INCIDENT_COLUMNS}
+            """,
+            group.incident_id,
+            group.severity,
+            len(group.alarms),
+            now,
+        )
+    assert row is not None  # the row is locked by our correlation-key lock
+    return incident_from_row(row)
+
+
+async def _store_positions(
+    conn: asyncpg.Connection,
+    positions: Sequence[tuple[Position, Raw]],
+    dead: list[DeadLetter],
+    events: list[NewEvent],
+) -> None:
+    latest: dict[str, tuple[Position, Raw]] = {}
+    for position, raw in positions:
+        kept = latest.get(position.unit_id)
+        if kept is None or kept[0].time <= position.time:
+            latest[position.unit_id] = (position, raw)
+    known = {
+        r["id"]
+        for r in await conn.fetch(
+            "SELECT id FROM units WHERE id = ANY($1::text[])", list(latest)
+        )
+    }
+    for unit_id in sorted(latest.keys() - known):
+        _, raw = latest.pop(unit_id)
+        dead.append(DeadLetter("mqtt", raw.topic, raw.payload, f"unknown unit {unit_id!r}"))
+    if not latest:
+        return
+    reports = [p for p, _ in latest.values()]
+    # A report older than the stored one (reordered QoS 0) is ignored, not an error.
+    rows = await conn.fetch(
+        f"""
+        UPDATE units AS u
+        SET position = ST_SetSRID(ST_MakePoint(p.lon, p.lat), 4326), position_at = p.t,
+            speed = p.speed, heading = p.heading, updated_at = now()
+        FROM unnest($1::text[], $2::float8[], $3::float8[], $4::timestamptz[],
+                    $5::float8[], $6::float8[]) AS p(id, lat, lon, t, speed, heading)
+        WHERE u.id = p.id AND (u.position_at IS NULL OR u.position_at <= p.t)
+        RETURNING {UNIT_COLUMNS}
+        """,
+        [p.unit_id for p in reports],
+        [p.lat for p in reports],
+        [p.lon for p in reports],
+        [p.time for p in reports],
+        [p.speed for p in reports],
+        [p.heading for p in reports],
+    )
+    for row in sorted(rows, key=lambda r: str(r["id"])):
+        events.append(NewEvent("unit.moved", unit_wire(row), unit_id=row["id"], district_id=row["district_id"]))
+
+
+async def _store_states(
+    conn: asyncpg.Connection,
+    states: Sequence[tuple[str, str, Raw]],
+    now: datetime,
+    dead: list[DeadLetter],
+    events: list[NewEvent],
+) -> None:
+    latest = {sensor_id: (state, raw) for sensor_id, state, raw in states}
+    for sensor_id, (state, raw) in sorted(latest.items()):
+        row = await conn.fetchrow(
+            """
+            WITH old AS (SELECT state FROM sensors WHERE id = $1 FOR UPDATE)
+            UPDATE sensors AS s SET last_seen = $3, state = $2
+            FROM old WHERE s.id = $1
+            RETURNING s.district_id, old.state AS previous
+            """,
+            sensor_id,
+            state,
+            now,
+        )
+        if row is None:
+            dead.append(DeadLetter("mqtt", raw.topic, raw.payload, f"unregistered sensor {sensor_id!r}"))
+        elif row["previous"] != state:
+            events.append(
+                NewEvent(
+                    f"sensor.{state}",
+                    {"id": sensor_id, "state": state, "time": now.isoformat()},
+                    district_id=row["district_id"],
+                )
+            )
+
+
+async def store_batch(
+    conn: asyncpg.Connection,
+    *,
+    alarms: Sequence[tuple[Alarm, Raw]] = (),
+    positions: Sequence[tuple[Position, Raw]] = (),
+    states: Sequence[tuple[str, str, Raw]] = (),
+    rejected: Sequence[DeadLetter] = (),
+    now: datetime,
+) -> BatchResult:
+    """Store one batch in one transaction.
+
+    Args:
+        conn: a connection with our codecs, not in a transaction.
+        alarms: parsed alarms with their raw message.
+        positions: parsed unit positions.
+        states: (sensor id, 'online'|'offline', raw) reports.
+        rejected: messages that failed parsing, to dead-letter.
+        now: the ingest edge's clock.
+    Returns:
+        counts, and the last outbox seq written.
+    Raises:
+        asyncpg.PostgresError, OSError: nothing was committed; retry or split.
+    """
+    dead = list(rejected)
+    events: list[NewEvent] = []
+    stored = duplicates = opened = 0
+    async with conn.transaction():
+        if alarms:
+            stored, duplicates, opened = await _store_alarms(conn, alarms, now, dead, events)
+        if positions:
+            await _store_positions(conn, positions, dead, events)
+        if states:
+            await _store_states(conn, states, now, dead, events)
+        await insert_dead_letters(conn, dead)
+        last_seq = await append_events(conn, events)
+    return BatchResult(stored, duplicates, opened, len(dead), len(events), last_seq)

@@ -1,0 +1,293 @@
+"""HTTP routes: the JSON API, the console feed endpoint, health, metrics, static files.
+
+Every ``/api`` route except login requires a principal (bearer token or the
+session cookie); role checks sit in the handler that owns the action.
+Errors are always ``{"error": {"code", "message"}}`` with the right status.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from command import accounts, queries
+from command.feed_protocol import Principal
+from command.keys import HUB, INGEST_STATE, METRICS, MQTT, POOL, SETTINGS
+
+log = logging.getLogger(__name__)
+
+COOKIE = "emergency_session"
+PRINCIPAL = web.RequestKey("principal", Principal)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        return header[7:].strip() or None
+    return None
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error(exc.status, exc.code, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400 or not request.path.startswith("/api"):
+            raise
+        return error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+    except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError):
+        log.warning("database unavailable for %s %s", request.method, request.path)
+        return error(503, "unavailable", "the database is unavailable; try again shortly")
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if not request.path.startswith("/api/") or request.path == "/api/login":
+        return await handler(request)
+    token = _bearer(request) or request.cookies.get(COOKIE)
+    principal = None
+    if token:
+        async with request.app[POOL].acquire() as conn:
+            principal = await accounts.authenticate(conn, token, now())
+    if principal is None:
+        return error(401, "unauthorized", "a valid bearer token or session cookie is required")
+    request[PRINCIPAL] = principal
+    return await handler(request)
+
+
+def principal_of(request: web.Request) -> Principal:
+    return request[PRINCIPAL]
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ApiError(400, "bad_json", "the request body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_json", "the request body must be a JSON object")
+    return body
+
+
+async def login(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    username, password = body.get("username"), body.get("password")
+    if not isinstance(username, str) or not isinstance(password, str):
+        raise ApiError(400, "bad_request", "username and password are required strings")
+    settings = request.app[SETTINGS]
+    async with request.app[POOL].acquire() as conn:
+        session = await accounts.login(conn, username, password, now(), timedelta(seconds=settings.token_ttl_s))
+    if session is None:
+        raise ApiError(401, "bad_credentials", "unknown user or wrong password")
+    response = web.json_response(
+        {"token": session.token, "role": session.principal.role, "expires_at": session.expires_at.isoformat()}
+    )
+    response.set_cookie(
+        COOKIE,
+        session.token,
+        max_age=settings.token_ttl_s,
+        httponly=True,
+        samesite="Strict",
+        secure=request.secure,
+        path="/",
+    )
+    return response
+
+
+async def logout(request: web.Request) -> web.Response:
+    token = _bearer(request) or request.cookies.get(COOKIE)
+    if token:
+        async with request.app[POOL].acquire() as conn:
+            await accounts.logout(conn, token, now())
+    response = web.json_response({"ok": True})
+    response.del_cookie(COOKIE, path="/")
+    return response
+
+
+def _int_query(request: web.Request, name: str, default: int, maximum: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "bad_request", f"{name} must be an integer") from None
+    if not 1 <= value <= maximum:
+        raise ApiError(400, "bad_request", f"{name} must be between 1 and {maximum}")
+    return value
+
+
+async def list_incidents(request: web.Request) -> web.Response:
+    status = request.query.get("status", "open")
+    if status not in ("open", "all"):
+        raise ApiError(400, "bad_request", "status must be 'open' or 'all'")
+    limit = _int_query(request, "limit", 500, 5000)
+    async with request.app[POOL].acquire() as conn:
+        incidents = await queries.list_incidents(
+            conn, principal_of(request), include_ended=status == "all", limit=limit
+        )
+    return web.json_response({"incidents": incidents})
+
+
+async def get_incident(request: web.Request) -> web.Response:
+    try:
+        incident_id = int(request.match_info["id"])
+    except ValueError:
+        raise ApiError(404, "not_found", "no such incident") from None
+    async with request.app[POOL].acquire() as conn:
+        incident = await queries.get_incident(conn, principal_of(request), incident_id)
+    if incident is None:
+        # Out of scope and absent look the same, so existence does not leak.
+        raise ApiError(404, "not_found", "no such incident")
+    return web.json_response(incident)
+
+
+def _require(request: web.Request, *roles: str) -> Principal:
+    principal = principal_of(request)
+    if principal.role not in roles:
+        raise ApiError(403, "forbidden", f"this needs one of the roles: {', '.join(roles)}")
+    return principal
+
+
+async def list_units(request: web.Request) -> web.Response:
+    async with request.app[POOL].acquire() as conn:
+        return web.json_response({"units": await queries.list_units(conn, principal_of(request))})
+
+
+def _city_layer(name: str, fetch: Callable[[asyncpg.Connection], Awaitable[list[dict[str, Any]]]]) -> Handler:
+    """A read-only layer of the city's data, for everyone but field teams' restricted views."""
+
+    async def handler(request: web.Request) -> web.Response:
+        async with request.app[POOL].acquire() as conn:
+            return web.json_response({name: await fetch(conn)})
+
+    return handler
+
+
+async def list_sensors(request: web.Request) -> web.Response:
+    _require(request, "admin", "commander", "dispatcher", "viewer")
+    limit = _int_query(request, "limit", 1000, 100_000)
+    async with request.app[POOL].acquire() as conn:
+        return web.json_response({"sensors": await queries.list_sensors(conn, limit)})
+
+
+async def list_dead_letters(request: web.Request) -> web.Response:
+    _require(request, "admin")
+    limit = _int_query(request, "limit", 200, 5000)
+    async with request.app[POOL].acquire() as conn:
+        return web.json_response({"dead_letters": await queries.list_dead_letters(conn, limit)})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    database = "ok"
+    try:
+        async with request.app[POOL].acquire(timeout=2) as conn:
+            await conn.fetchval("SELECT 1", timeout=2)
+    except Exception as exc:  # any failure is the answer, not an error
+        database = f"error: {type(exc).__name__}"
+    mqtt = request.app[MQTT]
+    broker = "ok" if mqtt.connected else "disconnected"
+    healthy = database == "ok" and broker == "ok"
+    return web.json_response(
+        {
+            "status": "ok" if healthy else "degraded",
+            "database": database,
+            "broker": broker,
+            "consoles": len(request.app[HUB]),
+            "feed_seq": request.app[HUB].last_seq,
+            "ingest_queue": request.app[INGEST_STATE].qsize(),
+        },
+        status=200 if healthy else 503,
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    m = request.app[METRICS]
+    m.consoles.set(len(request.app[HUB]))
+    m.console_overflows.set(request.app[HUB].overflows)
+    m.qos0_dropped.set(request.app[MQTT].dropped_qos0)
+    return web.Response(body=generate_latest(m.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def websocket(request: web.Request) -> web.StreamResponse:
+    app = request.app
+    pool = app[POOL]
+
+    async def authenticate(token: str) -> Principal | None:
+        async with pool.acquire() as conn:
+            return await accounts.authenticate(conn, token, now())
+
+    async def snapshot(principal: Principal) -> dict[str, Any]:
+        async with pool.acquire() as conn:
+            return await queries.snapshot(conn, principal)
+
+    async def replay(principal: Principal, since: int, limit: int) -> Any:
+        async with pool.acquire() as conn:
+            return await queries.replay(conn, principal, since, limit)
+
+    return await app[HUB].serve(
+        request,
+        authenticate=authenticate,
+        snapshot=snapshot,
+        replay=replay,
+        cookie_token=request.cookies.get(COOKIE),
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    frontend = app[SETTINGS].frontend_dir
+    r = app.router
+    r.add_post("/api/login", login)
+    r.add_post("/api/logout", logout)
+    r.add_get("/api/incidents", list_incidents)
+    r.add_get("/api/incidents/{id}", get_incident)
+    r.add_get("/api/units", list_units)
+    r.add_get("/api/depots", _city_layer("depots", queries.list_depots))
+    r.add_get("/api/hazards", _city_layer("hazards", queries.list_hazards))
+    r.add_get("/api/sites", _city_layer("sites", queries.list_sites))
+    r.add_get("/api/districts", _city_layer("districts", queries.list_districts))
+    r.add_get("/api/roads", _city_layer("roads", queries.list_roads))
+    r.add_get("/api/sensors", list_sensors)
+    r.add_get("/api/dead-letters", list_dead_letters)
+    r.add_get("/healthz", healthz)
+    r.add_get("/metrics", metrics)
+    r.add_get("/ws", websocket)
+
+    index = frontend / "index.html"
+
+    async def console(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(index)
+
+    r.add_get("/", console)
+    if (frontend / "static").is_dir():
+        r.add_static("/static/", frontend / "static")
+    leaflet = frontend / "node_modules" / "leaflet" / "dist"
+    if leaflet.is_dir():
+        r.add_static("/vendor/leaflet/", leaflet)
+    else:
+        log.warning("Leaflet not installed under %s: run `make install`", leaflet)

@@ -1,0 +1,1 @@
+"""Resources and response: units, plans, ranking, geolocation and dispatch orders."""

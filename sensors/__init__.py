@@ -1,0 +1,1 @@
+"""Sensor input: alarm and CAP parsing (pure) and the MQTT adapter."""

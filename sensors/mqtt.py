@@ -1,0 +1,204 @@
+"""The MQTT adapter: a persistent QoS 1 session with acknowledgements we control.
+
+paho-mqtt 2.x runs its network loop in its own thread (``loop_start``) and
+reconnects by itself. Each message is converted to a frozen :class:`Inbound`
+in that thread and handed to the event loop with ``call_soon_threadsafe``;
+no paho object crosses into the rest of the server.
+
+At-least-once: the client is created with ``manual_ack=True``, so paho sends
+no PUBACK until :meth:`MqttSession.ack` is called, which the ingest does only
+after the transaction storing the message has committed. With clean start off
+and a session expiry, the broker keeps unacknowledged and newly arriving
+messages while we are away and sends them again when we return.
+
+Bound: MQTT 5's Receive Maximum caps the unacknowledged QoS 1 messages the
+broker sends us at ``receive_maximum``; QoS 0 messages (unit positions) are
+dropped, and counted, once the queue already holds that many. So the queue
+never holds more than ``2 * receive_maximum`` and ``put_nowait`` cannot fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One received message, converted at the boundary."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    mid: int
+    # Which connection delivered it: a message id is only meaningful on the
+    # connection that assigned it, so acks for an older one are dropped (the
+    # broker redelivers those messages and the database drops the copies).
+    generation: int
+    retain: bool = False
+
+
+class MqttSession:
+    """A subscribing (and publishing) MQTT 5 client bound to an asyncio loop.
+
+    Args:
+        host, port, username, password: the broker.
+        client_id: fixed per server instance, so the broker keeps our session.
+        subscriptions: topic filters, subscribed with QoS 1 on every connect.
+        queue: where inbound messages go; see the module docstring for its bound.
+        session_expiry_s: how long the broker keeps the session while we are away.
+        receive_maximum: the most unacknowledged QoS 1 messages in flight.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        client_id: str,
+        subscriptions: Sequence[str],
+        queue: asyncio.Queue[Inbound],
+        username: str | None = None,
+        password: str | None = None,
+        session_expiry_s: int = 7 * 24 * 3600,
+        receive_maximum: int = 1000,
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._queue = queue
+        self._host, self._port = host, port
+        self._subscriptions = tuple(subscriptions)
+        self._receive_maximum = receive_maximum
+        self._generation = 0
+        self._lock = threading.Lock()
+        self._connected = asyncio.Event()
+        self._first_connect: asyncio.Future[None] = self._loop.create_future()
+        self.dropped_qos0 = 0
+        self.connects = 0
+
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=paho.MQTTv5,
+            manual_ack=True,
+        )
+        if username is not None:
+            client.username_pw_set(username, password)
+        client.reconnect_delay_set(min_delay=1, max_delay=10)
+        client.max_inflight_messages_set(1000)
+        client.max_queued_messages_set(0)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self._client = client
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = session_expiry_s
+        props.ReceiveMaximum = receive_maximum
+        self._connect_properties = props
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def start(self, timeout: float = 10.0) -> None:
+        """Connect and start the network thread; wait up to ``timeout`` for the first CONNACK.
+
+        A broker that is down at start is not fatal: paho keeps retrying and
+        ``/healthz`` reports the broker as unreachable meanwhile.
+        """
+        self._client.connect_async(
+            self._host, self._port, keepalive=30, clean_start=False, properties=self._connect_properties
+        )
+        self._client.loop_start()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._first_connect), timeout)
+        except TimeoutError:
+            log.warning("MQTT broker %s:%d not reachable yet; retrying in the background", self._host, self._port)
+
+    async def wait_connected(self) -> None:
+        await self._connected.wait()
+
+    def ack(self, message: Inbound) -> None:
+        """Send the PUBACK for a QoS 1 message, if its connection is still the current one."""
+        if message.qos == 0:
+            return
+        with self._lock:
+            if message.generation != self._generation:
+                return
+            self._client.ack(message.mid, message.qos)
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        """Queue a publish; paho sends it (and retries QoS 1) from its thread."""
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc != paho.MQTT_ERR_SUCCESS and info.rc != paho.MQTT_ERR_NO_CONN:
+            raise ConnectionError(f"MQTT publish to {topic} failed: {paho.error_string(info.rc)}")
+
+    async def close(self) -> None:
+        """Leave the session (the broker keeps it and queues for us) and stop the thread."""
+        if self._client.is_connected():
+            self._client.disconnect()
+        # loop_stop joins the network thread: a blocking call, so off the loop.
+        await asyncio.to_thread(self._client.loop_stop)
+        self._connected.clear()
+
+    # -- paho thread ---------------------------------------------------------
+
+    def _on_connect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
+    ) -> None:
+        if reason.is_failure:
+            log.error("MQTT connect refused: %s", reason)
+            return
+        with self._lock:
+            self._generation += 1
+        self.connects += 1
+        log.info(
+            "MQTT connected to %s:%d (session present: %s)",
+            self._host, self._port, getattr(flags, "session_present", "?"),
+        )
+        client.subscribe([(topic, 1) for topic in self._subscriptions])
+        self._loop.call_soon_threadsafe(self._set_connected, True)
+
+    def _on_disconnect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
+    ) -> None:
+        log.warning("MQTT disconnected: %s", reason)
+        self._loop.call_soon_threadsafe(self._set_connected, False)
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        inbound = Inbound(
+            topic=message.topic,
+            payload=bytes(message.payload),
+            qos=message.qos,
+            mid=message.mid,
+            generation=self._generation,
+            retain=bool(message.retain),
+        )
+        self._loop.call_soon_threadsafe(self._deliver, inbound)
+
+    # -- event loop ----------------------------------------------------------
+
+    def _set_connected(self, connected: bool) -> None:
+        if connected:
+            self._connected.set()
+            if not self._first_connect.done():
+                self._first_connect.set_result(None)
+        else:
+            self._connected.clear()
+
+    def _deliver(self, inbound: Inbound) -> None:
+        if inbound.qos == 0 and self._queue.qsize() >= self._receive_maximum:
+            self.dropped_qos0 += 1
+            return
+        self._queue.put_nowait(inbound)

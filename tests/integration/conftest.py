@@ -1,0 +1,31 @@
+"""Integration-test hygiene: a test fails on an unhandled loop exception or a lingering task."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+
+
+@pytest.fixture(autouse=True)
+async def _loop_hygiene(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    before = asyncio.all_tasks(loop)
+    yield
+    loop.set_exception_handler(previous)
+    # Give cancelled tasks one turn of the loop to finish unwinding.
+    await asyncio.sleep(0)
+    lingering = [
+        t for t in asyncio.all_tasks(loop) - before
+        if t is not asyncio.current_task() and not t.done()
+    ]
+    if errors:
+        pytest.fail(f"unhandled exception in the event loop: {errors[0].get('message')} {errors[0].get('exception')!r}")
+    if lingering:
+        pytest.fail(f"tasks left running after the test: {[t.get_name() for t in lingering]}")
