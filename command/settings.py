@@ -6,7 +6,7 @@ Pure: reads only the mapping it is given, so tests pass their own.
 from __future__ import annotations
 
 import os
-import socket
+import platform
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -59,7 +59,7 @@ class Settings:
     data_dir: Path = Path("var")
     # A fixed client id per instance is what makes the broker keep our
     # session (and the alarms queued in it) while we are away.
-    instance: str = field(default_factory=socket.gethostname)
+    instance: str = field(default_factory=platform.node)
     session_expiry_s: int = 7 * 24 * 3600
     token_ttl_s: int = 12 * 3600
     # Ingest groups alarms arriving within this window into one transaction.
@@ -111,6 +111,6 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         http_host=env.get("EMERGENCY_HTTP_HOST", "127.0.0.1"),
         http_port=_int(env, "EMERGENCY_HTTP_PORT", 8080),
         data_dir=Path(env.get("EMERGENCY_DATA_DIR", "var")),
-        instance=env.get("EMERGENCY_INSTANCE") or socket.gethostname(),
+        instance=env.get("EMERGENCY_INSTANCE") or platform.node(),
         token_ttl_s=_int(env, "EMERGENCY_TOKEN_TTL_S", 12 * 3600),
     )

@@ -1,0 +1,65 @@
+"""The embedded services `emergency up` runs: private, loopback-only, persistent."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from command.services import EmbeddedMosquitto, EmbeddedPostgres, mosquitto_config
+
+
+@pytest.fixture
+def service_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="emergency-svc-"))
+    path.chmod(0o755)  # the service accounts must be able to enter it
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+async def test_postgres_data_survives_restart_and_listens_on_loopback(service_dir: Path) -> None:
+    pg = EmbeddedPostgres(service_dir / "pg", durable=False)
+    url = pg.start()
+    try:
+        conn = await asyncpg.connect(url)
+        await conn.execute("CREATE TABLE kept (v text); INSERT INTO kept VALUES ('still here')")
+        assert await conn.fetchval("SHOW listen_addresses") == "127.0.0.1"
+        await conn.close()
+        pg.stop()
+        pg.start()
+        conn = await asyncpg.connect(pg.url)
+        assert await conn.fetchval("SELECT v FROM kept") == "still here"
+        await conn.close()
+        with pytest.raises(asyncpg.InvalidPasswordError):
+            await asyncpg.connect(pg.url.replace(pg.password, "wrong"))
+    finally:
+        pg.stop()
+
+
+def test_mosquitto_config_has_what_durability_needs(service_dir: Path) -> None:
+    config = mosquitto_config(1884, service_dir)
+    lines = set(config.splitlines())
+    for expected in (
+        "listener 1884 127.0.0.1",
+        "persistence true",
+        "autosave_on_changes true",
+        "autosave_interval 1",
+        "set_tcp_nodelay true",
+    ):
+        assert expected in lines
+    (queued,) = [line for line in lines if line.startswith("max_queued_messages ")]
+    assert int(queued.split()[1]) >= 100_000
+
+
+def test_mosquitto_starts_and_stops(service_dir: Path) -> None:
+    broker = EmbeddedMosquitto(service_dir / "mq")
+    broker.start()
+    try:
+        assert broker.url.startswith("mqtt://127.0.0.1:")
+        assert (service_dir / "mq" / "mosquitto.conf").exists()
+    finally:
+        broker.stop()
