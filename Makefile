@@ -15,6 +15,7 @@ unit: install
 	.venv/bin/python -m pytest tests/unit -q
 
 test: install lint
+	cd frontend && npm test --silent
 	.venv/bin/python -m pytest -q -p no:cacheprovider
 
 clean:

@@ -59,7 +59,11 @@ async def add_user(
             INSERT INTO users (username, password_hash, role, unit_id, districts)
             VALUES ($1, $2, $3, $4, $5) RETURNING id
             """,
-            username, hashed, role, unit_id, districts,
+            username,
+            hashed,
+            role,
+            unit_id,
+            districts,
         )
     except asyncpg.UniqueViolationError:
         raise AccountError(f"user {username!r} already exists") from None
@@ -86,7 +90,10 @@ async def login(
 ) -> Session | None:
     """Check credentials and open a session. None when they are wrong (no hint which part)."""
     row = await conn.fetchrow(
-        "SELECT id, username, password_hash, role, unit_id, districts, disabled FROM users WHERE username = $1",
+        """
+        SELECT id, username, password_hash, role, unit_id, districts, disabled
+        FROM users WHERE username = $1
+        """,
         username,
     )
     stored = row["password_hash"] if row is not None else DUMMY_HASH
@@ -97,7 +104,10 @@ async def login(
     expires_at = now + ttl
     await conn.execute(
         "INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
-        token_hash(token), row["id"], now, expires_at,
+        token_hash(token),
+        row["id"],
+        now,
+        expires_at,
     )
     return Session(token, _principal(row), expires_at)
 
@@ -110,7 +120,8 @@ async def authenticate(conn: asyncpg.Connection, token: str, now: datetime) -> P
         FROM sessions s JOIN users u ON u.id = s.user_id
         WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > $2 AND NOT u.disabled
         """,
-        token_hash(token), now,
+        token_hash(token),
+        now,
     )
     return _principal(row) if row is not None else None
 
@@ -118,5 +129,6 @@ async def authenticate(conn: asyncpg.Connection, token: str, now: datetime) -> P
 async def logout(conn: asyncpg.Connection, token: str, now: datetime) -> None:
     await conn.execute(
         "UPDATE sessions SET revoked_at = $2 WHERE token_hash = $1 AND revoked_at IS NULL",
-        token_hash(token), now,
+        token_hash(token),
+        now,
     )

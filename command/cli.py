@@ -87,16 +87,34 @@ async def _migrate(url: str) -> None:
         log.info("database schema is up to date")
 
 
+def _read_logins(path: Path) -> dict[str, str]:
+    with contextlib.suppress(OSError, ValueError):
+        logins = json.loads(path.read_text())
+        if isinstance(logins, dict):
+            return {str(k): str(v) for k, v in logins.items()}
+    return {}
+
+
+def _write_logins(path: Path, logins: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Created 0600 from the start: the passwords are never world-readable.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(logins, f, indent=2)
+
+
 async def _seed_demo(url: str, data_dir: Path) -> dict[str, str]:
-    """Load the demo city and its accounts. Returns username -> password for new accounts
-    (read back from the data folder on later runs)."""
+    """Load the demo city and its accounts.
+
+    Returns:
+        username -> password of the demo accounts: new ones are created with
+        random passwords; those of earlier runs are read back from the data folder.
+    """
     from command.demo_city import build_city
     from command.seed import seed_demo
 
     logins_file = data_dir / "demo-logins.json"
-    logins: dict[str, str] = {}
-    with contextlib.suppress(OSError, ValueError):
-        logins = json.loads(logins_file.read_text())
+    logins = await asyncio.to_thread(_read_logins, logins_file)
     conn = await _connect(url)
     try:
         counts = await seed_demo(conn, build_city())
@@ -108,15 +126,16 @@ async def _seed_demo(url: str, data_dir: Path) -> dict[str, str]:
                 continue
             password = secrets.token_urlsafe(9)
             await accounts.add_user(
-                conn, username=role, password=password, role=role,
+                conn,
+                username=role,
+                password=password,
+                role=role,
                 unit_id=field_unit if role == "field" else None,
             )
             logins[role] = password
     finally:
         await conn.close()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    logins_file.write_text(json.dumps(logins, indent=2))
-    os.chmod(logins_file, 0o600)
+    await asyncio.to_thread(_write_logins, logins_file, logins)
     return logins
 
 
@@ -139,8 +158,12 @@ async def _serve(settings: Settings, *, simulate_rate: float | None = None, bann
                 assert settings.database_url is not None
                 group.create_task(
                     run_simulator(
-                        settings.database_url, target.host, target.port, simulate_rate,
-                        mqtt_username=target.username, mqtt_password=target.password,
+                        settings.database_url,
+                        target.host,
+                        target.port,
+                        simulate_rate,
+                        mqtt_username=target.username,
+                        mqtt_password=target.password,
                     ),
                     name="simulator",
                 )
@@ -190,7 +213,9 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
                 lines.append("  Demo logins (also in " + str(settings.data_dir / "demo-logins.json") + "):")
                 lines += [f"    {user:<11} {password}" for user, password in logins.items()]
             lines.append("  Ctrl-C stops everything.\n")
-            await _serve(settings, simulate_rate=args.rate if args.simulate else None, banner="\n".join(lines))
+            await _serve(
+                settings, simulate_rate=args.rate if args.simulate else None, banner="\n".join(lines)
+            )
 
         _run(main())
     except (ServiceError, MigrationError) as exc:
@@ -236,8 +261,12 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> None:
     assert settings.database_url is not None
     _run(
         run_simulator(
-            settings.database_url, target.host, target.port, args.rate,
-            mqtt_username=target.username, mqtt_password=target.password,
+            settings.database_url,
+            target.host,
+            target.port,
+            args.rate,
+            mqtt_username=target.username,
+            mqtt_password=target.password,
         )
     )
 
@@ -257,8 +286,12 @@ def cmd_users_add(args: argparse.Namespace, settings: Settings) -> None:
         conn = await _connect(settings.database_url)
         try:
             return await accounts.add_user(
-                conn, username=args.username, password=password, role=args.role,
-                unit_id=args.unit, districts=args.district or None,
+                conn,
+                username=args.username,
+                password=password,
+                role=args.role,
+                unit_id=args.unit,
+                districts=args.district or None,
             )
         finally:
             await conn.close()
@@ -286,7 +319,10 @@ def cmd_sensors_add(args: argparse.Namespace, settings: Settings) -> None:
                 VALUES ($1, $2, $3, $4,
                         (SELECT d.id FROM districts d WHERE ST_Intersects(d.geom, $4) LIMIT 1))
                 """,
-                args.id, args.kind, args.name, location,
+                args.id,
+                args.kind,
+                args.name,
+                location,
             )
         finally:
             await conn.close()
@@ -319,7 +355,9 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--rate", type=float, default=2.0, help="alarms per second (default 2)")
     sim.set_defaults(func=cmd_simulate)
 
-    users = sub.add_parser("users", help="manage accounts").add_subparsers(dest="users_command", required=True)
+    users = sub.add_parser("users", help="manage accounts").add_subparsers(
+        dest="users_command", required=True
+    )
     add = users.add_parser("add", help="create an account")
     add.add_argument("--username", required=True)
     add.add_argument(
@@ -332,10 +370,14 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("--district", action="append", help="bind to a district (repeatable)")
     add.set_defaults(func=cmd_users_add)
 
-    sensors = sub.add_parser("sensors", help="manage sensors").add_subparsers(dest="sensors_command", required=True)
+    sensors = sub.add_parser("sensors", help="manage sensors").add_subparsers(
+        dest="sensors_command", required=True
+    )
     sadd = sensors.add_parser("add", help="register a sensor")
     sadd.add_argument("--id", required=True)
-    sadd.add_argument("--kind", required=True, help="smoke, gas, water_level, seismic, structural, air_quality, ...")
+    sadd.add_argument(
+        "--kind", required=True, help="smoke, gas, water_level, seismic, structural, air_quality, ..."
+    )
     sadd.add_argument("--name")
     sadd.add_argument("--lat", type=float)
     sadd.add_argument("--lon", type=float)

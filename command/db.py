@@ -32,13 +32,9 @@ def _decode_geometry(wkb: bytes) -> BaseGeometry:
 
 async def register_codecs(conn: asyncpg.Connection) -> None:
     """Teach a connection shapely geometries and JSON (needs the postgis extension)."""
-    await conn.set_type_codec(
-        "geometry", encoder=_encode_geometry, decoder=_decode_geometry, format="binary"
-    )
+    await conn.set_type_codec("geometry", encoder=_encode_geometry, decoder=_decode_geometry, format="binary")
     for name in ("json", "jsonb"):
-        await conn.set_type_codec(
-            name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
-        )
+        await conn.set_type_codec(name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
 async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:

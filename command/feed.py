@@ -10,6 +10,7 @@ arriving: only latency does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -68,10 +69,8 @@ class Feed:
 
     async def _tail(self) -> None:
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL_S)
-            except TimeoutError:
-                pass
             self._wake.clear()
             try:
                 await self._drain()
@@ -98,7 +97,7 @@ class Feed:
             try:
                 conn = await asyncpg.connect(self._url)
                 lost = asyncio.Event()
-                conn.add_termination_listener(lambda _c: lost.set())
+                conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
                 await conn.add_listener("events", self._on_notify)
                 delay = 0.5
                 self._wake.set()  # anything committed while we were deaf

@@ -158,7 +158,9 @@ class Hub:
         try:
             sent = await self._catch_up(ws, client, hello.since, snapshot, replay)
             async with asyncio.TaskGroup() as group:
-                writer = group.create_task(self._write(ws, client, sent), name=f"ws-writer-{principal.username}")
+                writer = group.create_task(
+                    self._write(ws, client, sent), name=f"ws-writer-{principal.username}"
+                )
                 await self._read(ws)
                 writer.cancel()
         finally:

@@ -34,7 +34,14 @@ CATEGORY_OF_KIND: dict[str, str] = {
 }
 
 STATUSES: tuple[str, ...] = (
-    "new", "confirmed", "responding", "contained", "resolved", "closed", "false_alarm", "cancelled",
+    "new",
+    "confirmed",
+    "responding",
+    "contained",
+    "resolved",
+    "closed",
+    "false_alarm",
+    "cancelled",
 )
 # An incident in one of these no longer collects alarms.
 ENDED: frozenset[str] = frozenset({"resolved", "closed", "false_alarm", "cancelled"})

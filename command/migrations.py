@@ -84,9 +84,7 @@ async def migrate(conn: asyncpg.Connection, directory: Path | None = None) -> li
             )
             """
         )
-        applied = await conn.fetch(
-            "SELECT version, name, checksum FROM schema_migrations ORDER BY version"
-        )
+        applied = await conn.fetch("SELECT version, name, checksum FROM schema_migrations ORDER BY version")
         by_version = {m.version: m for m in files}
         for row in applied:
             local = by_version.get(row["version"])

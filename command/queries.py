@@ -171,7 +171,13 @@ async def list_depots(conn: asyncpg.Connection) -> list[dict[str, Any]]:
 async def list_hazards(conn: asyncpg.Connection) -> list[dict[str, Any]]:
     rows = await conn.fetch("SELECT id, kind, name, geom, attrs FROM hazards ORDER BY id")
     return [
-        {"id": r["id"], "kind": r["kind"], "name": r["name"], "geometry": _geojson(r["geom"]), "attrs": r["attrs"]}
+        {
+            "id": r["id"],
+            "kind": r["kind"],
+            "name": r["name"],
+            "geometry": _geojson(r["geom"]),
+            "attrs": r["attrs"],
+        }
         for r in rows
     ]
 

@@ -146,9 +146,7 @@ class EmbeddedPostgres:
 
     @property
     def url(self) -> str:
-        return (
-            f"postgresql://{PG_USER}:{quote(self.password, safe='')}@127.0.0.1:{self.port}/{PG_DATABASE}"
-        )
+        return f"postgresql://{PG_USER}:{quote(self.password, safe='')}@127.0.0.1:{self.port}/{PG_DATABASE}"
 
     def _run(self, *args: str | Path, env: dict[str, str] | None = None) -> str:
         kwargs: dict[str, object] = {}
@@ -164,7 +162,9 @@ class EmbeddedPostgres:
             **kwargs,  # type: ignore[call-overload]
         )
         if proc.returncode != 0:
-            raise ServiceError(f"{Path(str(args[0])).name} failed: {proc.stderr.strip() or proc.stdout.strip()}")
+            raise ServiceError(
+                f"{Path(str(args[0])).name} failed: {proc.stderr.strip() or proc.stdout.strip()}"
+            )
         return str(proc.stdout)
 
     def start(self) -> str:
@@ -191,10 +191,15 @@ class EmbeddedPostgres:
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
         self._run(
             self._bindir / "pg_ctl",
-            "-D", self.datadir,
-            "-l", self.directory / "postgres.log",
-            "-w", "-t", "60",
-            "-o", " ".join(options),
+            "-D",
+            self.datadir,
+            "-l",
+            self.directory / "postgres.log",
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            " ".join(options),
             "start",
         )
         self._started = True
@@ -210,19 +215,29 @@ class EmbeddedPostgres:
         _chown_tree(self.directory, self._account)
         self._run(
             self._bindir / "initdb",
-            "-D", self.datadir,
-            "-U", PG_USER,
-            "--pwfile", pwfile,
-            "--auth", "scram-sha-256",
-            "-E", "UTF8",
-            "--locale", "C",
+            "-D",
+            self.datadir,
+            "-U",
+            PG_USER,
+            "--pwfile",
+            pwfile,
+            "--auth",
+            "scram-sha-256",
+            "-E",
+            "UTF8",
+            "--locale",
+            "C",
         )
 
     def _ensure_database(self) -> None:
         env = {"PGPASSWORD": self.password}
         common = ("-h", "127.0.0.1", "-p", str(self.port), "-U", PG_USER)
         exists = self._run(
-            self._bindir / "psql", *common, "-d", "postgres", "-tAc",
+            self._bindir / "psql",
+            *common,
+            "-d",
+            "postgres",
+            "-tAc",
             f"SELECT 1 FROM pg_database WHERE datname = '{PG_DATABASE}'",
             env=env,
         )

@@ -135,7 +135,7 @@ async def append_events(conn: asyncpg.Connection, events: Sequence[NewEvent]) ->
         [e.unit_id for e in events],
         [e.district_id for e in events],
     )
-    last = max(r["seq"] for r in rows)
+    last: int = max(r["seq"] for r in rows)
     # Delivered at commit, and only then: a listener never hears of a row it cannot read.
     await conn.execute("SELECT pg_notify('events', $1)", str(last))
     return last
@@ -177,17 +177,23 @@ async def _store_alarms(
     for alarm, raw in alarms:
         sensor = sensors.get(alarm.sensor_id)
         if sensor is None:
-            dead.append(DeadLetter("mqtt", raw.topic, raw.payload, f"unregistered sensor {alarm.sensor_id!r}"))
+            dead.append(
+                DeadLetter("mqtt", raw.topic, raw.payload, f"unregistered sensor {alarm.sensor_id!r}")
+            )
             continue
         if alarm.lat is not None and alarm.lon is not None:
             lat, lon = alarm.lat, alarm.lon
         elif sensor["location"] is not None:
             lat, lon = sensor["location"].y, sensor["location"].x
         else:
-            dead.append(DeadLetter(
-                "mqtt", raw.topic, raw.payload,
-                "no lat/lon in the alarm and the sensor has no registered location",
-            ))
+            dead.append(
+                DeadLetter(
+                    "mqtt",
+                    raw.topic,
+                    raw.payload,
+                    "no lat/lon in the alarm and the sensor has no registered location",
+                )
+            )
             continue
         # A redelivery inside one batch: keep the first copy.
         placed.setdefault((alarm.sensor_id, alarm.id), Located(alarm, lat, lon, sensor["name"]))
@@ -323,10 +329,7 @@ async def _store_positions(
         if kept is None or kept[0].time <= position.time:
             latest[position.unit_id] = (position, raw)
     known = {
-        r["id"]
-        for r in await conn.fetch(
-            "SELECT id FROM units WHERE id = ANY($1::text[])", list(latest)
-        )
+        r["id"] for r in await conn.fetch("SELECT id FROM units WHERE id = ANY($1::text[])", list(latest))
     }
     for unit_id in sorted(latest.keys() - known):
         _, raw = latest.pop(unit_id)
@@ -353,7 +356,9 @@ async def _store_positions(
         [p.heading for p in reports],
     )
     for row in sorted(rows, key=lambda r: str(r["id"])):
-        events.append(NewEvent("unit.moved", unit_wire(row), unit_id=row["id"], district_id=row["district_id"]))
+        events.append(
+            NewEvent("unit.moved", unit_wire(row), unit_id=row["id"], district_id=row["district_id"])
+        )
 
 
 async def _store_states(

@@ -101,7 +101,9 @@ async def login(request: web.Request) -> web.Response:
         raise ApiError(400, "bad_request", "username and password are required strings")
     settings = request.app[SETTINGS]
     async with request.app[POOL].acquire() as conn:
-        session = await accounts.login(conn, username, password, now(), timedelta(seconds=settings.token_ttl_s))
+        session = await accounts.login(
+            conn, username, password, now(), timedelta(seconds=settings.token_ttl_s)
+        )
     if session is None:
         raise ApiError(401, "bad_credentials", "unknown user or wrong password")
     response = web.json_response(
@@ -127,6 +129,19 @@ async def logout(request: web.Request) -> web.Response:
     response = web.json_response({"ok": True})
     response.del_cookie(COOKIE, path="/")
     return response
+
+
+async def me(request: web.Request) -> web.Response:
+    """Who the token or cookie belongs to: lets a reloaded page show the signed-in user."""
+    principal = principal_of(request)
+    return web.json_response(
+        {
+            "username": principal.username,
+            "role": principal.role,
+            "unit_id": principal.unit_id,
+            "districts": list(principal.districts) if principal.districts is not None else None,
+        }
+    )
 
 
 def _int_query(request: web.Request, name: str, default: int, maximum: int) -> int:
@@ -264,6 +279,7 @@ def add_routes(app: web.Application) -> None:
     r = app.router
     r.add_post("/api/login", login)
     r.add_post("/api/logout", logout)
+    r.add_get("/api/me", me)
     r.add_get("/api/incidents", list_incidents)
     r.add_get("/api/incidents/{id}", get_incident)
     r.add_get("/api/units", list_units)

@@ -17,9 +17,21 @@ MAX_PAYLOAD = 64 * 1024
 
 KINDS: frozenset[str] = frozenset(
     {
-        "fire", "smoke", "gas_leak", "flood", "water_level", "earthquake", "landslide",
-        "traffic_accident", "structure_collapse", "hazmat", "power_outage", "air_quality",
-        "medical", "crowd", "other",
+        "fire",
+        "smoke",
+        "gas_leak",
+        "flood",
+        "water_level",
+        "earthquake",
+        "landslide",
+        "traffic_accident",
+        "structure_collapse",
+        "hazmat",
+        "power_outage",
+        "air_quality",
+        "medical",
+        "crowd",
+        "other",
     }
 )
 

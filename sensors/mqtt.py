@@ -102,7 +102,7 @@ class MqttSession:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         self._client = client
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = session_expiry_s
         props.ReceiveMaximum = receive_maximum
         self._connect_properties = props
@@ -124,7 +124,9 @@ class MqttSession:
         try:
             await asyncio.wait_for(asyncio.shield(self._first_connect), timeout)
         except TimeoutError:
-            log.warning("MQTT broker %s:%d not reachable yet; retrying in the background", self._host, self._port)
+            log.warning(
+                "MQTT broker %s:%d not reachable yet; retrying in the background", self._host, self._port
+            )
 
     async def wait_connected(self) -> None:
         await self._connected.wait()
@@ -165,7 +167,9 @@ class MqttSession:
         self.connects += 1
         log.info(
             "MQTT connected to %s:%d (session present: %s)",
-            self._host, self._port, getattr(flags, "session_present", "?"),
+            self._host,
+            self._port,
+            getattr(flags, "session_present", "?"),
         )
         client.subscribe([(topic, 1) for topic in self._subscriptions])
         self._loop.call_soon_threadsafe(self._set_connected, True)

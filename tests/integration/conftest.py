@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 
-
 @pytest.fixture(autouse=True)
 async def _loop_hygiene(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     loop = asyncio.get_running_loop()
@@ -22,10 +21,10 @@ async def _loop_hygiene(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     # Give cancelled tasks one turn of the loop to finish unwinding.
     await asyncio.sleep(0)
     lingering = [
-        t for t in asyncio.all_tasks(loop) - before
-        if t is not asyncio.current_task() and not t.done()
+        t for t in asyncio.all_tasks(loop) - before if t is not asyncio.current_task() and not t.done()
     ]
     if errors:
-        pytest.fail(f"unhandled exception in the event loop: {errors[0].get('message')} {errors[0].get('exception')!r}")
+        first = errors[0]
+        pytest.fail(f"unhandled loop exception: {first.get('message')} {first.get('exception')!r}")
     if lingering:
         pytest.fail(f"tasks left running after the test: {[t.get_name() for t in lingering]}")

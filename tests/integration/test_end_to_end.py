@@ -78,7 +78,9 @@ async def test_alarm_reaches_console_after_snapshot_and_rest(database_url: str, 
                 assert (await response.json())["error"]["code"] == "not_found"
 
 
-async def test_redelivered_alarm_changes_nothing(database_url: str, mqtt_url: str, conn: asyncpg.Connection) -> None:
+async def test_redelivered_alarm_changes_nothing(
+    database_url: str, mqtt_url: str, conn: asyncpg.Connection
+) -> None:
     tokens = await seed_minimal(database_url)
     settings = settings_for(database_url, mqtt_url)
     async with running_server(settings), console(settings, tokens["commander"]) as ws:
@@ -102,19 +104,39 @@ async def test_malformed_payloads_are_dead_lettered_and_server_keeps_serving(
     bad = [
         ("sensors/S-1/alarm", b"{not json", "invalid JSON"),
         ("sensors/S-1/alarm", b"\xff\xfe", "not UTF-8"),
-        ("sensors/S-1/alarm", b'{"id": "x", "kind": "volcano", "severity": "Severe", "time": "2026-01-01T00:00:00Z"}',
-         "unknown kind"),
-        ("sensors/S-1/alarm", b'{"id": "x", "kind": "fire", "severity": "Severe", "time": "2026-01-01T00:00:00"}',
-         "no UTC offset"),
-        ("sensors/S-1/alarm", b'{"id": "x", "kind": "fire", "severity": "Severe", "time": "2026-01-01T00:00:00Z",'
-         b' "lat": 91, "lon": 120}', "out of range"),
-        ("sensors/S-1/alarm", b'{"id": 7, "kind": "fire", "severity": "Severe", "time": "2026-01-01T00:00:00Z"}',
-         "must be a string"),
+        (
+            "sensors/S-1/alarm",
+            b'{"id": "x", "kind": "volcano", "severity": "Severe", "time": "2026-01-01T00:00:00Z"}',
+            "unknown kind",
+        ),
+        (
+            "sensors/S-1/alarm",
+            b'{"id": "x", "kind": "fire", "severity": "Severe", "time": "2026-01-01T00:00:00"}',
+            "no UTC offset",
+        ),
+        (
+            "sensors/S-1/alarm",
+            b'{"id": "x", "kind": "fire", "severity": "Severe", "time": "2026-01-01T00:00:00Z",'
+            b' "lat": 91, "lon": 120}',
+            "out of range",
+        ),
+        (
+            "sensors/S-1/alarm",
+            b'{"id": 7, "kind": "fire", "severity": "Severe", "time": "2026-01-01T00:00:00Z"}',
+            "must be a string",
+        ),
         ("sensors/S-1/alarm", b"x" * (70 * 1024), "exceeds"),
-        ("sensors/NOPE/alarm", b'{"id": "x", "kind": "fire", "severity": "Severe", "time": "2026-01-01T00:00:00Z",'
-         b' "lat": 30, "lon": 120}', "unregistered sensor"),
-        ("sensors/S-2/alarm", b'{"id": "x", "kind": "gas_leak", "severity": "Severe", "time": "2026-01-01T00:00:00Z"}',
-         "no registered location"),
+        (
+            "sensors/NOPE/alarm",
+            b'{"id": "x", "kind": "fire", "severity": "Severe", "time": "2026-01-01T00:00:00Z",'
+            b' "lat": 30, "lon": 120}',
+            "unregistered sensor",
+        ),
+        (
+            "sensors/S-2/alarm",
+            b'{"id": "x", "kind": "gas_leak", "severity": "Severe", "time": "2026-01-01T00:00:00Z"}',
+            "no registered location",
+        ),
         ("units/GHOST/position", b'{"lat": 30, "lon": 120, "time": "2026-01-01T00:00:00Z"}', "unknown unit"),
     ]
     async with running_server(settings), console(settings, tokens["commander"]) as ws:
@@ -130,15 +152,21 @@ async def test_malformed_payloads_are_dead_lettered_and_server_keeps_serving(
         reasons = [r["reason"] for r in await conn.fetch("SELECT reason FROM dead_letters ORDER BY id")]
         for (_, _, expected), reason in zip(bad, reasons, strict=True):
             assert expected in reason, (expected, reason)
-        big = await conn.fetchrow("SELECT payload, payload_size FROM dead_letters WHERE reason LIKE '%exceeds%'")
+        big = await conn.fetchrow(
+            "SELECT payload, payload_size FROM dead_letters WHERE reason LIKE '%exceeds%'"
+        )
         assert big["payload_size"] == 70 * 1024 and len(big["payload"]) <= 4096
 
         base = f"http://{settings.http_host}:{settings.http_port}"
         async with aiohttp.ClientSession() as http:
-            async with http.get(f"{base}/api/dead-letters", headers={"Authorization": f"Bearer {tokens['admin']}"}) as r:
+            async with http.get(
+                f"{base}/api/dead-letters", headers={"Authorization": f"Bearer {tokens['admin']}"}
+            ) as r:
                 assert r.status == 200
                 assert len((await r.json())["dead_letters"]) == len(bad)
-            async with http.get(f"{base}/api/dead-letters", headers={"Authorization": f"Bearer {tokens['viewer']}"}) as r:
+            async with http.get(
+                f"{base}/api/dead-letters", headers={"Authorization": f"Bearer {tokens['viewer']}"}
+            ) as r:
                 assert r.status == 403
             async with http.get(f"{base}/metrics") as r:
                 text = await r.text()
@@ -180,7 +208,9 @@ async def test_api_and_ws_refuse_without_valid_token(database_url: str, mqtt_url
                 assert (await r.json())["error"]["code"] == "unauthorized"
         async with http.post(f"{base}/api/login", json={"username": "commander", "password": "wrong"}) as r:
             assert r.status == 401
-        async with http.post(f"{base}/api/login", json={"username": "commander", "password": "correct horse battery"}) as r:
+        async with http.post(
+            f"{base}/api/login", json={"username": "commander", "password": "correct horse battery"}
+        ) as r:
             assert r.status == 200
             body = await r.json()
             assert body["role"] == "commander" and body["token"] and body["expires_at"]
@@ -191,13 +221,17 @@ async def test_api_and_ws_refuse_without_valid_token(database_url: str, mqtt_url
             assert r.status == 200
         async with http.post(f"{base}/api/logout", headers={"Authorization": f"Bearer {body['token']}"}) as r:
             assert r.status == 200
-        async with http.get(f"{base}/api/incidents", headers={"Authorization": f"Bearer {body['token']}"}) as r:
+        async with http.get(
+            f"{base}/api/incidents", headers={"Authorization": f"Bearer {body['token']}"}
+        ) as r:
             assert r.status == 401
 
         async with console(settings, "not-a-token") as ws:
             message = await ws.receive()
-            assert message == {"type": "error", "error": {"code": "unauthorized",
-                                                          "message": "a valid token or session cookie is required"}}
+            assert message == {
+                "type": "error",
+                "error": {"code": "unauthorized", "message": "a valid token or session cookie is required"},
+            }
             await ws.ws.wait_closed()
             assert ws.ws.close_code == 4401
         assert tokens  # the seeded valid tokens exist, so the refusals above are about validity

@@ -22,7 +22,9 @@ async def test_apply_twice_changes_nothing(empty_database_url: str) -> None:
         }
         recorded = await conn.fetch("SELECT version, name, checksum, applied_at FROM schema_migrations")
         assert await migrate(conn) == []
-        assert await conn.fetch("SELECT version, name, checksum, applied_at FROM schema_migrations") == recorded
+        assert (
+            await conn.fetch("SELECT version, name, checksum, applied_at FROM schema_migrations") == recorded
+        )
     finally:
         await conn.close()
 

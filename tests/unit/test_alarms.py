@@ -14,18 +14,27 @@ NOW = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
 
 
 def payload(**fields: object) -> bytes:
-    doc: dict[str, object] = {"id": "a1", "kind": "fire", "severity": "Severe", "time": "2026-11-28T15:59:00+08:00"}
+    doc: dict[str, object] = {
+        "id": "a1",
+        "kind": "fire",
+        "severity": "Severe",
+        "time": "2026-11-28T15:59:00+08:00",
+    }
     doc.update(fields)
     return json.dumps({k: v for k, v in doc.items() if v is not ...}).encode()
 
 
 def test_valid_alarm_keeps_every_field() -> None:
-    alarm = parse_alarm(
-        "S-1", payload(lat=30.27, lon=120.15, value=3.5, unit="m", message="rising"), NOW
-    )
+    alarm = parse_alarm("S-1", payload(lat=30.27, lon=120.15, value=3.5, unit="m", message="rising"), NOW)
     assert (alarm.sensor_id, alarm.id, alarm.kind, alarm.severity) == ("S-1", "a1", "fire", "Severe")
     assert alarm.time == datetime(2026, 11, 28, 7, 59, tzinfo=UTC)
-    assert (alarm.lat, alarm.lon, alarm.value, alarm.unit, alarm.message) == (30.27, 120.15, 3.5, "m", "rising")
+    assert (alarm.lat, alarm.lon, alarm.value, alarm.unit, alarm.message) == (
+        30.27,
+        120.15,
+        3.5,
+        "m",
+        "rising",
+    )
 
 
 def test_location_is_optional() -> None:
@@ -39,8 +48,11 @@ def test_location_is_optional() -> None:
         (b"{", "invalid JSON"),
         (b"\xc3\x28", "not UTF-8"),
         (b"[1, 2]", "must be a JSON object"),
-        (b'{"id": "a", "kind": "fire", "severity": "Severe", "time": "2026-11-28T08:00:00Z", "value": NaN}',
-         "not a number JSON allows"),
+        (
+            b'{"id": "a", "kind": "fire", "severity": "Severe", '
+            b'"time": "2026-11-28T08:00:00Z", "value": NaN}',
+            "not a number JSON allows",
+        ),
         (payload(id=...), "missing required field 'id'"),
         (payload(id=""), "field 'id' is empty"),
         (payload(id=5), "field 'id' must be a string"),
@@ -71,7 +83,9 @@ def test_small_clock_skew_is_accepted() -> None:
 
 
 def test_position_and_state() -> None:
-    position = parse_position("U-1", b'{"lat": 30.1, "lon": 120.2, "time": "2026-11-28T08:00:00Z", "speed": 3}', NOW)
+    position = parse_position(
+        "U-1", b'{"lat": 30.1, "lon": 120.2, "time": "2026-11-28T08:00:00Z", "speed": 3}', NOW
+    )
     assert (position.lat, position.lon, position.speed, position.heading) == (30.1, 120.2, 3.0, None)
     with pytest.raises(Rejected, match="missing required field"):
         parse_position("U-1", b'{"lat": 30.1, "time": "2026-11-28T08:00:00Z"}', NOW)

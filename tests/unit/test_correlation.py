@@ -11,14 +11,19 @@ from sensors.alarms import Alarm
 T0 = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
 
 
-def located(sensor: str, alarm_id: str, severity: str = "Moderate", kind: str = "smoke", minutes: int = 0) -> Located:
+def located(
+    sensor: str, alarm_id: str, severity: str = "Moderate", kind: str = "smoke", minutes: int = 0
+) -> Located:
     alarm = Alarm(sensor, alarm_id, kind, severity, T0 + timedelta(minutes=minutes))
     return Located(alarm, 30.0, 120.0, sensor_name=f"{sensor} name")
 
 
 def test_new_sensor_opens_one_incident_per_sensor() -> None:
     groups = correlate([located("S-1", "a"), located("S-2", "b"), located("S-1", "c", minutes=1)], {})
-    assert [(g.key, g.incident_id, len(g.alarms)) for g in groups] == [("sensor:S-1", None, 2), ("sensor:S-2", None, 1)]
+    assert [(g.key, g.incident_id, len(g.alarms)) for g in groups] == [
+        ("sensor:S-1", None, 2),
+        ("sensor:S-2", None, 1),
+    ]
     assert groups[0].title == "Smoke at S-1 name"
     assert groups[0].category == "accident"
     assert groups[0].last.alarm.id == "c"

@@ -1,0 +1,1477 @@
+// Commander console: login, live map and incident queue.
+//
+// Two halves:
+//   * a pure core (ConsoleState, sorting, backoff, formatting) that touches no DOM,
+//     no socket and no clock of its own, exported so Node can test it;
+//   * the browser edge (map, DOM, WebSocket, fetch, audio), started by boot()
+//     only when a document exists.
+//
+// Invariants:
+//   * Server strings never reach innerHTML: the DOM is built with textContent,
+//     and Leaflet (whose string contents are HTML) only ever gets elements or
+//     our own escaped strings.
+//   * An event is applied at most once: anything with seq <= lastSeq is dropped,
+//     so a replay that overlaps what we saw changes nothing.
+//   * The token lives only in memory; the HttpOnly cookie is what persists.
+
+import {
+  t, label, getLang, setLang, detectLang, onLangChange, applyI18n, missingKeys,
+  KINDS, SEVERITIES, ACTIVE_STATUSES, TERMINAL_STATUSES, UNIT_STATUSES, LANGS,
+} from "./i18n.js";
+
+// ---------------------------------------------------------------------------
+// Pure core
+// ---------------------------------------------------------------------------
+
+export const SEVERITY_RANK = { Extreme: 0, Severe: 1, Moderate: 2, Minor: 3, Unknown: 4 };
+
+export const SEVERITY_COLOR = {
+  Extreme: "#7f0000",
+  Severe: "#d7191c",
+  Moderate: "#f07c00",
+  Minor: "#e6c200",
+  Unknown: "#8a8f98",
+};
+
+export const UNIT_STATUS_COLOR = {
+  available: "#1a9850",
+  dispatched: "#2166ac",
+  en_route: "#2166ac",
+  on_scene: "#7b3294",
+  returning: "#1b9e9e",
+  out_of_service: "#8a8f98",
+};
+
+const TERMINAL = new Set(TERMINAL_STATUSES);
+
+/** Whether an incident in this status has left the queue for good. */
+export function isTerminal(status) {
+  return TERMINAL.has(status);
+}
+
+function timeOf(value) {
+  const ms = Date.parse(value);
+  return Number.isFinite(ms) ? ms : 0;
+}
+
+/**
+ * Queue order: severity (Extreme first), then most recently updated, then
+ * the higher id (a stable tie-break so equal items never swap on re-render).
+ */
+export function compareIncidents(a, b) {
+  const ra = SEVERITY_RANK[a.severity] ?? 5;
+  const rb = SEVERITY_RANK[b.severity] ?? 5;
+  if (ra !== rb) return ra - rb;
+  const ua = timeOf(a.updated_at);
+  const ub = timeOf(b.updated_at);
+  if (ua !== ub) return ub - ua;
+  const ia = String(a.id);
+  const ib = String(b.id);
+  if (ia.length !== ib.length) return ib.length - ia.length; // numeric ids as strings
+  return ib < ia ? -1 : ib > ia ? 1 : 0;
+}
+
+/**
+ * The incidents the queue shows, in order.
+ * @param {Iterable<Object>} incidents
+ * @param {{kind?: string, status?: string}} filters empty string = any
+ */
+export function queueOf(incidents, filters = {}) {
+  const out = [];
+  for (const inc of incidents) {
+    if (matchesFilters(inc, filters)) out.push(inc);
+  }
+  out.sort(compareIncidents);
+  return out;
+}
+
+export function matchesFilters(inc, filters = {}) {
+  if (!inc || isTerminal(inc.status)) return false;
+  if (filters.kind && inc.kind !== filters.kind) return false;
+  if (filters.status && inc.status !== filters.status) return false;
+  return true;
+}
+
+/**
+ * Reconnect delay in ms for the given attempt (0-based): exponential from
+ * 0.5 s, capped at 10 s, with "equal jitter" (half fixed, half random) so a
+ * room full of consoles does not reconnect in lock-step after a restart.
+ */
+export function backoffDelay(attempt, random = Math.random) {
+  const base = 500;
+  const cap = 10000;
+  const ceiling = Math.min(cap, base * 2 ** Math.max(0, Math.min(attempt, 20)));
+  return Math.round(ceiling / 2 + random() * (ceiling / 2));
+}
+
+/** Human age of something that started at `fromMs`, as of `nowMs`. */
+export function formatAge(fromMs, nowMs) {
+  if (!Number.isFinite(fromMs) || fromMs <= 0) return t("field.none");
+  const s = Math.max(0, Math.floor((nowMs - fromMs) / 1000));
+  if (s < 10) return t("age.now");
+  if (s < 60) return t("age.s", { n: s });
+  const m = Math.floor(s / 60);
+  if (m < 60) return t("age.m", { n: m });
+  const h = Math.floor(m / 60);
+  if (h < 24) return t("age.h", { n: h, m: m % 60 });
+  return t("age.d", { n: Math.floor(h / 24), h: h % 24 });
+}
+
+const HTML_ESCAPES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
+
+/** Escape text for the few places (Leaflet control labels) that take HTML. */
+export function escapeHtml(value) {
+  return String(value ?? "").replace(/[&<>"']/g, (c) => HTML_ESCAPES[c]);
+}
+
+/** Only known vocabulary values become CSS class names. */
+export function classToken(value, allowed) {
+  return allowed.includes(value) ? value : "unknown";
+}
+
+function idOf(obj) {
+  if (!obj || obj.id === undefined || obj.id === null || obj.id === "") return null;
+  return String(obj.id);
+}
+
+/** Copy only the fields that are present (an event may carry a subset). */
+function mergePresent(target, data) {
+  for (const [k, v] of Object.entries(data)) {
+    if (v !== undefined) target[k] = v;
+  }
+  return target;
+}
+
+/**
+ * The console's picture of the world, driven only by server messages.
+ *
+ * apply(msg) returns what changed, so the view redraws only that:
+ *   { reset, incidents:Set<id>, units:Set<id>, opened:[id], error, applied }
+ */
+export class ConsoleState {
+  constructor() {
+    this.incidents = new Map();
+    this.units = new Map();
+    this.lastSeq = null;
+  }
+
+  clear() {
+    this.incidents.clear();
+    this.units.clear();
+    this.lastSeq = null;
+  }
+
+  /** Fill from REST before the socket has spoken (no seq: the snapshot replaces it). */
+  seed(incidents) {
+    if (this.lastSeq !== null || this.incidents.size > 0) return false;
+    for (const inc of incidents || []) {
+      const id = idOf(inc);
+      if (id !== null && !isTerminal(inc.status)) this.incidents.set(id, { ...inc, id });
+    }
+    return true;
+  }
+
+  apply(msg) {
+    const changes = {
+      reset: false, incidents: new Set(), units: new Set(), opened: [], error: null, applied: 0,
+    };
+    if (!msg || typeof msg !== "object") return changes;
+    switch (msg.type) {
+      case "snapshot":
+        this._snapshot(msg, changes);
+        break;
+      case "event":
+        this._event(msg, changes);
+        break;
+      case "batch":
+        for (const ev of Array.isArray(msg.events) ? msg.events : []) this._event(ev, changes);
+        break;
+      case "error":
+        changes.error = (msg.error && typeof msg.error === "object") ? msg.error : { message: String(msg.error ?? "") };
+        break;
+      default:
+        break; // unknown frame types are ignored, so the server can add some.
+    }
+    return changes;
+  }
+
+  _snapshot(msg, changes) {
+    this.incidents.clear();
+    this.units.clear();
+    for (const inc of Array.isArray(msg.incidents) ? msg.incidents : []) {
+      const id = idOf(inc);
+      if (id !== null && !isTerminal(inc.status)) this.incidents.set(id, { ...inc, id });
+    }
+    for (const unit of Array.isArray(msg.units) ? msg.units : []) {
+      const id = idOf(unit);
+      if (id !== null) this.units.set(id, { ...unit, id });
+    }
+    if (typeof msg.seq === "number") this.lastSeq = msg.seq;
+    changes.reset = true;
+    changes.applied += 1;
+  }
+
+  _event(ev, changes) {
+    if (!ev || typeof ev !== "object") return;
+    if (typeof ev.seq === "number") {
+      if (this.lastSeq !== null && ev.seq <= this.lastSeq) return; // already seen
+      this.lastSeq = ev.seq;
+    }
+    const data = ev.data && typeof ev.data === "object" ? ev.data : null;
+    const id = idOf(data);
+    if (id === null) return;
+    changes.applied += 1;
+    switch (ev.name) {
+      case "incident.opened":
+      case "incident.updated":
+      case "incident.closed": {
+        const merged = mergePresent({ ...(this.incidents.get(id) || {}) }, data);
+        merged.id = id;
+        if (ev.name === "incident.closed" && !isTerminal(merged.status)) merged.status = "closed";
+        // Terminal incidents leave memory too: a wall screen runs for weeks.
+        if (isTerminal(merged.status)) this.incidents.delete(id);
+        else this.incidents.set(id, merged);
+        changes.incidents.add(id);
+        if (ev.name === "incident.opened" && !isTerminal(merged.status)) changes.opened.push(id);
+        break;
+      }
+      case "unit.moved":
+      case "unit.status": {
+        const merged = mergePresent({ ...(this.units.get(id) || {}) }, data);
+        merged.id = id;
+        this.units.set(id, merged);
+        changes.units.add(id);
+        break;
+      }
+      default:
+        changes.applied -= 1; // dispatch.*, sensor.*, task.*: not shown yet.
+        break;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Browser edge
+// ---------------------------------------------------------------------------
+
+const MAP_CENTER = [30.27, 120.15];
+const MAP_ZOOM = 12;
+const QUEUE_LIMIT = 1000; // more than this many rows stops being a queue anyway
+const NEW_HIGHLIGHT_MS = 10000;
+const SOUND_KEY = "emergency-console.sound";
+
+function safeStorage() {
+  try {
+    return window.localStorage;
+  } catch (_) {
+    return null;
+  }
+}
+
+/** A small DOM builder: el("span", {class: "x", dataset: {a: 1}}, "text", child). */
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k === "dataset") Object.assign(node.dataset, v);
+    else if (k === "style") Object.assign(node.style, v); // CSSOM: allowed under a strict CSP
+    else if (k === "text") node.textContent = v;
+    else node.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const child of children) {
+    if (child === undefined || child === null || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+/** Local "YYYY-MM-DD HH:mm:ss": unambiguous in both languages, sorts as it reads. */
+function fmtTime(value) {
+  if (!value) return t("field.none");
+  const ms = Date.parse(value);
+  if (!Number.isFinite(ms)) return String(value);
+  const d = new Date(ms);
+  const p2 = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${p2(d.getMonth() + 1)}-${p2(d.getDate())} `
+    + `${p2(d.getHours())}:${p2(d.getMinutes())}:${p2(d.getSeconds())}`;
+}
+
+function fmtCoords(lat, lon) {
+  if (!Number.isFinite(lat) || !Number.isFinite(lon)) return t("field.none");
+  return t("field.coords", { lat: lat.toFixed(5), lon: lon.toFixed(5) });
+}
+
+/** Put data-* hooks on a Leaflet layer's element, when it has one right now. */
+function tagElement(layer, data) {
+  const node = layer.getElement ? layer.getElement() : null;
+  if (!node) return;
+  for (const [k, v] of Object.entries(data)) node.dataset[k] = String(v);
+}
+
+function hasPosition(obj) {
+  return obj && Number.isFinite(obj.lat) && Number.isFinite(obj.lon);
+}
+
+/** A popup body: a heading and a definition list, all textContent. */
+function popupBody(heading, rows, extra) {
+  const dl = el("dl", { class: "popup-fields" });
+  for (const [key, value] of rows) {
+    if (value === undefined) continue;
+    dl.append(el("dt", { text: t(key) }), el("dd", { text: value === null || value === "" ? t("field.none") : String(value) }));
+  }
+  return el("div", { class: "popup" }, el("h3", { class: "popup-title", text: heading || t("field.none") }), dl, extra);
+}
+
+// --- HTTP -------------------------------------------------------------------
+
+class Api {
+  constructor() {
+    this.token = null; // memory only
+  }
+
+  /** @returns {Promise<{status:number, body:any}>} status 0 = network failure */
+  async request(method, path, payload) {
+    const headers = { Accept: "application/json" };
+    if (payload !== undefined) headers["Content-Type"] = "application/json";
+    if (this.token) headers.Authorization = `Bearer ${this.token}`;
+    let resp;
+    try {
+      resp = await fetch(path, {
+        method,
+        headers,
+        credentials: "same-origin",
+        cache: "no-store",
+        body: payload === undefined ? undefined : JSON.stringify(payload),
+      });
+    } catch (_) {
+      return { status: 0, body: null };
+    }
+    let body = null;
+    try {
+      body = await resp.json();
+    } catch (_) {
+      body = null;
+    }
+    return { status: resp.status, body };
+  }
+}
+
+function errorMessage(body, fallbackKey) {
+  const msg = body && body.error && typeof body.error === "object" ? body.error.message : null;
+  return msg ? String(msg) : t(fallbackKey);
+}
+
+// --- WebSocket feed ----------------------------------------------------------
+
+/**
+ * One reconnecting WebSocket. Owns its timers; the console tells it what to
+ * say in hello (since/token) and hears every parsed frame.
+ */
+class Feed {
+  constructor({ hello, onMessage, onState, onUnauthorized }) {
+    this.hello = hello;
+    this.onMessage = onMessage;
+    this.onState = onState;
+    this.onUnauthorized = onUnauthorized;
+    this.ws = null;
+    this.timer = null;
+    this.attempt = 0;
+    this.running = false;
+    this.openedAt = 0;
+    this.everOpen = false;
+  }
+
+  start() {
+    if (this.running) return;
+    this.running = true;
+    this.attempt = 0;
+    this.everOpen = false;
+    this._connect();
+  }
+
+  stop() {
+    this.running = false;
+    clearTimeout(this.timer);
+    this.timer = null;
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) {
+      try {
+        ws.close(1000, "client stop");
+      } catch (_) { /* already closed */ }
+    }
+    this.onState("offline");
+  }
+
+  /** Skip the wait (the browser came back online). */
+  nudge() {
+    if (!this.running || this.ws) return;
+    clearTimeout(this.timer);
+    this.timer = null;
+    this.attempt = 0;
+    this._connect();
+  }
+
+  _url() {
+    const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
+    return `${scheme}//${window.location.host}/ws`;
+  }
+
+  _connect() {
+    this.timer = null;
+    if (!this.running) return;
+    this.onState(this.everOpen || this.attempt > 0 ? "reconnecting" : "connecting");
+    let ws;
+    try {
+      ws = new WebSocket(this._url());
+    } catch (_) {
+      this._schedule();
+      return;
+    }
+    this.ws = ws;
+    ws.onopen = () => {
+      if (ws !== this.ws) return;
+      this.everOpen = true;
+      this.openedAt = Date.now();
+      ws.send(JSON.stringify(this.hello()));
+      this.onState("live");
+    };
+    ws.onmessage = (e) => {
+      if (ws !== this.ws) return;
+      let msg;
+      try {
+        msg = JSON.parse(e.data);
+      } catch (_) {
+        return; // not JSON: nothing we can apply
+      }
+      this.attempt = 0;
+      this.onMessage(msg);
+    };
+    ws.onerror = () => { /* a close event always follows */ };
+    ws.onclose = (e) => {
+      if (ws !== this.ws) return; // a socket we already gave up on
+      this.ws = null;
+      if (!this.running) return;
+      if (e.code === 4401) {
+        this.running = false;
+        this.onState("offline");
+        this.onUnauthorized();
+        return;
+      }
+      // A connection that lived a while was healthy: start the backoff over.
+      if (this.openedAt && Date.now() - this.openedAt > 5000) this.attempt = 0;
+      this.openedAt = 0;
+      this._schedule();
+    };
+  }
+
+  _schedule() {
+    const delay = backoffDelay(this.attempt);
+    this.attempt += 1;
+    const offline = typeof navigator !== "undefined" && navigator.onLine === false;
+    this.onState(offline ? "offline" : "reconnecting", delay);
+    this.timer = setTimeout(() => this._connect(), delay);
+  }
+}
+
+// --- Sound --------------------------------------------------------------------
+
+class Beeper {
+  constructor(enabled) {
+    this.enabled = enabled;
+    this.ctx = null;
+    this.last = 0;
+  }
+
+  /** Browsers start audio suspended until a user gesture; call from one. */
+  unlock() {
+    const ctx = this._context();
+    if (ctx && ctx.state === "suspended") ctx.resume().catch(() => {});
+  }
+
+  _context() {
+    if (!this.ctx) {
+      const AC = window.AudioContext || window.webkitAudioContext;
+      if (!AC) return null;
+      try {
+        this.ctx = new AC();
+      } catch (_) {
+        return null;
+      }
+    }
+    return this.ctx;
+  }
+
+  beep() {
+    if (!this.enabled) return;
+    const now = performance.now();
+    if (now - this.last < 1500) return; // a burst of incidents is one beep, not a siren
+    this.last = now;
+    const ctx = this._context();
+    if (!ctx) return;
+    if (ctx.state === "suspended") ctx.resume().catch(() => {});
+    try {
+      const start = ctx.currentTime + 0.01;
+      [[880, 0], [1175, 0.16]].forEach(([freq, offset]) => {
+        const osc = ctx.createOscillator();
+        const gain = ctx.createGain();
+        osc.type = "sine";
+        osc.frequency.value = freq;
+        gain.gain.setValueAtTime(0.0001, start + offset);
+        gain.gain.exponentialRampToValueAtTime(0.25, start + offset + 0.02);
+        gain.gain.exponentialRampToValueAtTime(0.0001, start + offset + 0.14);
+        osc.connect(gain).connect(ctx.destination);
+        osc.start(start + offset);
+        osc.stop(start + offset + 0.15);
+      });
+    } catch (_) { /* audio is a courtesy, never a failure */ }
+  }
+}
+
+// --- The console ----------------------------------------------------------------
+
+class Console {
+  constructor() {
+    this.api = new Api();
+    this.state = new ConsoleState();
+    this.role = null;
+    this.username = null;
+    this.filters = { kind: "", status: "" };
+    this.connState = "offline";
+    this.retryMs = null;
+    this.view = "loading";
+
+    this.map = null;
+    this.layers = null;
+    this.layersControl = null;
+    this.legend = null;
+    this.tileLayer = null;
+    this.incidentViews = new Map(); // id -> {marker, area, areaKey}
+    this.unitMarkers = new Map(); // id -> marker
+    this.districts = new Map(); // id -> district
+    this.districtLabels = []; // [{node, district}]
+    this.queueItems = new Map(); // id -> <li>
+    this.newUntil = new Map(); // id -> ms
+    this.selectedId = null;
+    this.seenKinds = new Set(KINDS);
+    this.seenStatuses = new Set(ACTIVE_STATUSES);
+
+    this.pending = { reset: false, incidents: new Set(), units: new Set(), queue: false };
+    this.flushScheduled = false;
+
+    const storage = safeStorage();
+    this.beeper = new Beeper(!(storage && storage.getItem(SOUND_KEY) === "off"));
+
+    this.feed = new Feed({
+      hello: () => {
+        const msg = { type: "hello" };
+        if (this.api.token) msg.token = this.api.token;
+        if (this.state.lastSeq !== null) msg.since = this.state.lastSeq;
+        return msg;
+      },
+      onMessage: (msg) => this.onMessage(msg),
+      onState: (s, retryMs) => this.setConnState(s, retryMs),
+      onUnauthorized: () => this.showLogin(t("login.expired")),
+    });
+
+    this.$ = (id) => document.getElementById(id);
+    // Symbols grow with the root font size (which grows with the screen), so a
+    // wall screen's markers are as readable across the room as a laptop's.
+    const rootPx = parseFloat(getComputedStyle(document.documentElement).fontSize) || 15;
+    this.symbolScale = Math.min(2, Math.max(1, rootPx / 15));
+  }
+
+  // ---- start-up ----
+
+  async boot() {
+    const storage = safeStorage();
+    setLang(detectLang(storage, navigator.languages || [navigator.language]), null);
+    const gaps = missingKeys();
+    if (gaps.zh.length || gaps.en.length) console.warn("i18n: missing keys", gaps);
+
+    this.bindHeader();
+    this.bindLogin();
+    this.bindQueue();
+    onLangChange(() => this.relabel());
+    this.relabel();
+
+    window.addEventListener("online", () => this.feed.nudge());
+    window.addEventListener("offline", () => {
+      if (!this.feed.ws && this.feed.running) this.setConnState("offline");
+    });
+    document.addEventListener("pointerdown", () => this.beeper.unlock(), { passive: true });
+    setInterval(() => this.refreshAges(), 15000);
+
+    const probe = await this.api.request("GET", "/api/incidents");
+    if (probe.status === 401) {
+      this.showLogin();
+      return;
+    }
+    // Any other answer, even none (server down), goes to the console: the
+    // feed will show "reconnecting" and catch up when the server is back.
+    if (probe.status === 200 && probe.body) {
+      const list = Array.isArray(probe.body) ? probe.body : probe.body.incidents;
+      if (Array.isArray(list)) this.state.seed(list);
+    }
+    this.showConsole();
+  }
+
+  // ---- views ----
+
+  setView(view) {
+    this.view = view;
+    document.body.dataset.view = view;
+    this.$("login-view").hidden = view !== "login";
+    this.$("console-view").hidden = view !== "console";
+    this.$("logout-button").hidden = view !== "console";
+    this.$("sound-toggle").hidden = view !== "console";
+    this.renderUser();
+  }
+
+  showLogin(message) {
+    this.feed.stop();
+    this.api.token = null;
+    this.role = null;
+    this.username = null;
+    // Another user may sign in next: forget everything the last one could see.
+    this.state.clear();
+    this.clearLiveViews();
+    this.clearDataLayers();
+    this.setView("login");
+    const err = this.$("login-error");
+    err.hidden = !message;
+    err.textContent = message || "";
+    const pw = this.$("login-password");
+    pw.value = "";
+    const user = this.$("login-username");
+    (user.value ? pw : user).focus();
+  }
+
+  showConsole() {
+    this.setView("console");
+    this.ensureMap();
+    this.map.invalidateSize();
+    this.renderAll();
+    this.loadDataLayers();
+    this.feed.start();
+  }
+
+  // ---- header ----
+
+  bindHeader() {
+    const lang = this.$("lang-select");
+    lang.value = getLang();
+    lang.addEventListener("change", () => setLang(lang.value, safeStorage()));
+
+    this.$("logout-button").addEventListener("click", async () => {
+      this.feed.stop();
+      await this.api.request("POST", "/api/logout", {});
+      this.showLogin();
+    });
+
+    this.$("sound-toggle").addEventListener("click", () => {
+      this.beeper.enabled = !this.beeper.enabled;
+      const storage = safeStorage();
+      try {
+        if (storage) storage.setItem(SOUND_KEY, this.beeper.enabled ? "on" : "off");
+      } catch (_) { /* remembered for this page only */ }
+      if (this.beeper.enabled) this.beeper.unlock();
+      this.renderSound();
+    });
+
+    this.$("message-dismiss").addEventListener("click", () => this.showMessage(null));
+  }
+
+  renderSound() {
+    const btn = this.$("sound-toggle");
+    btn.textContent = this.beeper.enabled ? t("sound.on") : t("sound.off");
+    btn.setAttribute("aria-pressed", this.beeper.enabled ? "true" : "false");
+    btn.title = t("sound.title");
+  }
+
+  renderUser() {
+    const node = this.$("user-info");
+    const parts = [];
+    if (this.username) parts.push(this.username);
+    if (this.role) parts.push(label("role", this.role));
+    node.textContent = parts.join(" · ");
+    node.hidden = this.view !== "console" || parts.length === 0;
+  }
+
+  setConnState(state, retryMs) {
+    this.connState = state;
+    this.retryMs = retryMs ?? null;
+    this.renderConnState();
+  }
+
+  renderConnState() {
+    const node = this.$("connection-state");
+    node.dataset.state = this.connState;
+    const seq = this.state.lastSeq;
+    node.dataset.seq = seq === null ? "" : String(seq);
+    this.$("connection-text").textContent = t(`conn.${this.connState}`);
+    this.$("last-seq").textContent = seq === null ? "" : t("conn.seq", { seq });
+    node.title = this.retryMs !== null && this.connState !== "live"
+      ? t("conn.retry_in", { s: (this.retryMs / 1000).toFixed(1) })
+      : t("conn.label");
+  }
+
+  showMessage(text) {
+    const banner = this.$("message-banner");
+    this.$("message-text").textContent = text || "";
+    banner.hidden = !text;
+  }
+
+  // ---- login ----
+
+  bindLogin() {
+    const form = this.$("login-form");
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const username = this.$("login-username").value.trim();
+      const password = this.$("login-password").value;
+      const button = this.$("login-submit");
+      const err = this.$("login-error");
+      if (!username || !password) {
+        err.textContent = t("login.failed");
+        err.hidden = false;
+        return;
+      }
+      this.beeper.unlock(); // a click: the moment browsers allow audio
+      button.disabled = true;
+      button.textContent = t("login.busy");
+      err.hidden = true;
+      const resp = await this.api.request("POST", "/api/login", { username, password });
+      button.disabled = false;
+      button.textContent = t("login.submit");
+      this.$("login-password").value = "";
+      if (resp.status === 200 && resp.body && resp.body.token) {
+        this.api.token = String(resp.body.token);
+        this.role = resp.body.role ? String(resp.body.role) : null;
+        this.username = username;
+        this.showMessage(null);
+        this.showConsole();
+        return;
+      }
+      err.textContent = resp.status === 0 ? t("login.network") : errorMessage(resp.body, "login.failed");
+      err.hidden = false;
+      this.$("login-password").focus();
+    });
+  }
+
+  // ---- map ----
+
+  ensureMap() {
+    if (this.map) return;
+    const map = L.map("map", { center: MAP_CENTER, zoom: MAP_ZOOM, zoomControl: true, worldCopyJump: false });
+    this.map = map;
+    // Our own basemap sits between tiles (200) and overlays (400).
+    map.createPane("districts").style.zIndex = "250";
+    map.createPane("roads").style.zIndex = "260";
+    map.createPane("districtLabels").style.zIndex = "390";
+    map.getPane("districts").style.pointerEvents = "none";
+    map.getPane("roads").style.pointerEvents = "none";
+    map.getPane("districtLabels").style.pointerEvents = "none";
+    this.roadRenderer = L.canvas({ pane: "roads", padding: 0.2 });
+
+    this.layers = {
+      incidents: L.featureGroup(),
+      units: L.featureGroup(),
+      depots: L.featureGroup(),
+      hazards: L.featureGroup(),
+      sites: L.featureGroup(),
+      districts: L.featureGroup(),
+      roads: L.featureGroup(),
+    };
+    for (const name of ["roads", "districts", "hazards", "sites", "depots", "incidents", "units"]) {
+      this.layers[name].addTo(map);
+    }
+
+    const tileUrl = typeof window.EMERGENCY_TILE_URL === "string" ? window.EMERGENCY_TILE_URL.trim() : "";
+    if (tileUrl) {
+      this.tileLayer = L.tileLayer(tileUrl, {
+        maxZoom: 19,
+        attribution: typeof window.EMERGENCY_TILE_ATTRIBUTION === "string" ? window.EMERGENCY_TILE_ATTRIBUTION : "",
+      }).addTo(map);
+    }
+
+    L.control.scale({ imperial: false }).addTo(map);
+    map.attributionControl.setPrefix(false);
+    this.buildLayersControl();
+    this.buildLegend();
+
+    map.on("popupopen", (e) => {
+      const id = e.popup && e.popup.options ? e.popup.options.incidentId : null;
+      if (id) this.select(id, false);
+    });
+  }
+
+  buildLayersControl() {
+    if (!this.map) return;
+    if (this.layersControl) this.layersControl.remove();
+    const overlays = {};
+    const names = ["incidents", "units", "depots", "hazards", "sites", "districts", "roads"];
+    for (const name of names) overlays[escapeHtml(t(`layer.${name}`))] = this.layers[name];
+    if (this.tileLayer) overlays[escapeHtml(t("layer.tiles"))] = this.tileLayer;
+    this.layersControl = L.control.layers(null, overlays, { collapsed: false, position: "topright" }).addTo(this.map);
+    const container = this.layersControl.getContainer();
+    container.id = "layer-control";
+    // Stable hooks for tests whatever the language.
+    const inputs = container.querySelectorAll("input.leaflet-control-layers-selector");
+    const keys = [...names, ...(this.tileLayer ? ["tiles"] : [])];
+    inputs.forEach((input, i) => { if (keys[i]) input.dataset.layer = keys[i]; });
+  }
+
+  buildLegend() {
+    if (!this.map) return;
+    if (this.legend) this.legend.remove();
+    const Legend = L.Control.extend({
+      options: { position: "bottomleft" },
+      onAdd: () => {
+        const box = el("div", { class: "legend leaflet-bar", id: "map-legend" });
+        box.append(el("div", { class: "legend-title", text: t("legend.severity") }));
+        for (const sev of SEVERITIES) {
+          box.append(el("div", { class: "legend-row" },
+            el("span", { class: "legend-dot", style: { background: SEVERITY_COLOR[sev] } }),
+            label("severity", sev)));
+        }
+        box.append(el("div", { class: "legend-title", text: t("legend.unit_status") }));
+        for (const st of UNIT_STATUSES) {
+          box.append(el("div", { class: "legend-row" },
+            el("span", { class: "legend-square", style: { background: UNIT_STATUS_COLOR[st] } }),
+            label("unit_status", st)));
+        }
+        L.DomEvent.disableClickPropagation(box);
+        return box;
+      },
+    });
+    this.legend = new Legend().addTo(this.map);
+  }
+
+  // ---- static data layers ----
+
+  clearDataLayers() {
+    if (!this.layers) return;
+    for (const name of ["depots", "hazards", "sites", "districts", "roads"]) this.layers[name].clearLayers();
+    this.districts.clear();
+    this.districtLabels = [];
+  }
+
+  loadDataLayers() {
+    this.clearDataLayers();
+    const failed = [];
+    const jobs = [
+      ["districts", (b) => this.drawDistricts(b.districts)],
+      ["roads", (b) => this.drawRoads(b.roads)],
+      ["depots", (b) => this.drawDepots(b.depots)],
+      ["hazards", (b) => this.drawHazards(b.hazards)],
+      ["sites", (b) => this.drawSites(b.sites)],
+    ].map(async ([name, draw]) => {
+      const resp = await this.api.request("GET", `/api/${name}`);
+      if (this.view !== "console") return;
+      if (resp.status === 401) {
+        this.showLogin(t("login.expired"));
+        return;
+      }
+      if (resp.status !== 200 || !resp.body || !Array.isArray(resp.body[name])) {
+        failed.push(name);
+        return;
+      }
+      draw(resp.body);
+    });
+    Promise.all(jobs).then(() => {
+      if (failed.length && this.view === "console") {
+        this.showMessage(failed.map((name) => t("msg.load_failed", { what: t(`msg.what.${name}`) })).join(" "));
+      }
+    });
+  }
+
+  /** L.geoJSON that survives a malformed geometry (skipped, logged). */
+  geo(geometry, options) {
+    if (!geometry || typeof geometry !== "object") return null;
+    try {
+      return L.geoJSON(geometry, options);
+    } catch (err) {
+      console.warn("skipping bad geometry", err);
+      return null;
+    }
+  }
+
+  districtName(d) {
+    if (!d) return "";
+    return getLang() === "zh-CN" ? (d.name_zh || d.name || d.id) : (d.name || d.name_zh || d.id);
+  }
+
+  /** An incident's district field, as a localised name when we know it. */
+  districtLabel(value) {
+    if (value === null || value === undefined || value === "") return t("field.none");
+    const d = this.districts.get(String(value));
+    return d ? this.districtName(d) : String(value);
+  }
+
+  drawDistricts(list) {
+    for (const d of list) {
+      if (!d || d.id === undefined) continue;
+      this.districts.set(String(d.id), d);
+      const shape = this.geo(d.geometry, {
+        pane: "districts",
+        interactive: false,
+        style: { color: "#3d5a80", weight: 1.6, opacity: 0.8, fill: true, fillColor: "#3d5a80", fillOpacity: 0.035 },
+      });
+      if (!shape) continue;
+      shape.addTo(this.layers.districts);
+      const node = el("span", { class: "district-label-text", text: this.districtName(d) });
+      const icon = L.divIcon({ className: "district-label", html: node, iconSize: null });
+      L.marker(shape.getBounds().getCenter(), { icon, interactive: false, keyboard: false, pane: "districtLabels" })
+        .addTo(this.layers.districts);
+      this.districtLabels.push({ node, district: d });
+    }
+    this.refreshQueueContent(); // district names in the queue
+  }
+
+  drawRoads(list) {
+    const features = [];
+    for (const r of list) {
+      if (r && r.geometry) features.push({ type: "Feature", geometry: r.geometry, properties: { speed: Number(r.speed_kmh) } });
+    }
+    const layer = this.geo({ type: "FeatureCollection", features }, {
+      pane: "roads",
+      renderer: this.roadRenderer,
+      interactive: false,
+      style: (f) => {
+        const fast = f.properties.speed >= 60;
+        return { color: fast ? "#7a838f" : "#a3abb5", weight: fast ? 3 : 1.2, opacity: 0.9, lineCap: "round" };
+      },
+    });
+    if (layer) layer.addTo(this.layers.roads);
+  }
+
+  drawDepots(list) {
+    for (const depot of list) {
+      const lat = Number(depot && depot.lat);
+      const lon = Number(depot && depot.lon);
+      if (!Number.isFinite(lat) || !Number.isFinite(lon)) continue;
+      const marker = L.marker([lat, lon], {
+        icon: L.divIcon({ className: "depot-marker", iconSize: [Math.round(14 * this.symbolScale), Math.round(14 * this.symbolScale)] }),
+        keyboard: false,
+      });
+      marker.bindPopup(() => {
+        const stock = el("ul", { class: "popup-stock" });
+        for (const s of Array.isArray(depot.stock) ? depot.stock : []) {
+          stock.append(el("li", { text: t("stock.item", { item: s.item ?? "", quantity: s.quantity ?? "", unit: s.unit ?? "" }) }));
+        }
+        return popupBody(depot.name, [
+          ["field.id", depot.id],
+          ["field.district", this.districtLabel(depot.district)],
+          ["field.location", fmtCoords(lat, lon)],
+          ["field.stock", stock.childElementCount ? "" : null],
+        ], stock.childElementCount ? stock : null);
+      });
+      marker.addTo(this.layers.depots);
+    }
+  }
+
+  attrsList(attrs) {
+    if (!attrs || typeof attrs !== "object") return null;
+    const entries = Object.entries(attrs);
+    if (!entries.length) return null;
+    const ul = el("ul", { class: "popup-attrs" });
+    for (const [k, v] of entries) {
+      ul.append(el("li", { text: `${k}: ${typeof v === "object" ? JSON.stringify(v) : String(v)}` }));
+    }
+    return ul;
+  }
+
+  drawHazards(list) {
+    for (const h of list) {
+      if (!h) continue;
+      const color = "#c2410c";
+      const layer = this.geo(h.geometry, {
+        style: { color, weight: 1.5, dashArray: "5 4", fillColor: color, fillOpacity: 0.12 },
+        pointToLayer: (_f, latlng) => L.circleMarker(latlng, {
+          radius: 6, color, weight: 2, dashArray: "3 2", fillColor: "#fed7aa", fillOpacity: 0.9,
+        }),
+      });
+      if (!layer) continue;
+      layer.bindPopup(() => popupBody(h.name, [
+        ["field.kind", label("hazard_kind", h.kind)],
+        ["field.id", h.id],
+      ], this.attrsList(h.attrs)));
+      layer.addTo(this.layers.hazards);
+    }
+  }
+
+  drawSites(list) {
+    for (const s of list) {
+      if (!s) continue;
+      const color = "#1d4ed8";
+      const layer = this.geo(s.geometry, {
+        style: { color, weight: 1.2, fillColor: color, fillOpacity: 0.1 },
+        pointToLayer: (_f, latlng) => L.circleMarker(latlng, {
+          radius: 5, color, weight: 2, fillColor: "#ffffff", fillOpacity: 1,
+        }),
+      });
+      if (!layer) continue;
+      layer.bindPopup(() => popupBody(s.name, [
+        ["field.kind", label("site_kind", s.kind)],
+        ["field.capacity", s.capacity ?? null],
+        ["field.beds", s.beds ?? null],
+        ["field.id", s.id],
+      ]));
+      layer.addTo(this.layers.sites);
+    }
+  }
+
+  // ---- live data ----
+
+  onMessage(msg) {
+    const changes = this.state.apply(msg);
+    if (changes.error) {
+      const m = changes.error.message || changes.error.code || t("msg.unknown_error");
+      this.showMessage(t("msg.ws_error", { message: String(m) }));
+    }
+    if (changes.reset) {
+      this.pending.reset = true;
+      this.newUntil.clear();
+    }
+    for (const id of changes.incidents) this.pending.incidents.add(id);
+    for (const id of changes.units) this.pending.units.add(id);
+    if (changes.opened.length) {
+      const until = Date.now() + NEW_HIGHLIGHT_MS;
+      for (const id of changes.opened) this.newUntil.set(id, until);
+      this.beeper.beep();
+      setTimeout(() => this.expireNew(), NEW_HIGHLIGHT_MS + 50);
+    }
+    this.renderConnState(); // last seq
+    if (changes.reset || changes.incidents.size || changes.units.size) this.scheduleFlush();
+  }
+
+  /**
+   * Coalesce redraws: many events in one frame cost one queue render. rAF
+   * stops in hidden tabs, so a timer backs it up (a wall screen may be "hidden").
+   */
+  scheduleFlush() {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    const run = () => this.flush();
+    requestAnimationFrame(run);
+    setTimeout(run, 120);
+  }
+
+  flush() {
+    if (!this.flushScheduled) return;
+    this.flushScheduled = false;
+    if (!this.map) return;
+    const p = this.pending;
+    this.pending = { reset: false, incidents: new Set(), units: new Set(), queue: false };
+    if (p.reset) {
+      this.renderAll();
+      return;
+    }
+    for (const id of p.incidents) this.renderIncident(id);
+    for (const id of p.units) this.renderUnit(id);
+    if (p.incidents.size) this.renderQueue(p.incidents);
+  }
+
+  clearLiveViews() {
+    if (this.layers) {
+      this.layers.incidents.clearLayers();
+      this.layers.units.clearLayers();
+    }
+    this.incidentViews.clear();
+    this.unitMarkers.clear();
+    this.queueItems.clear();
+    this.newUntil.clear();
+    this.selectedId = null;
+    this.$("incident-queue").replaceChildren();
+    this.pending = { reset: false, incidents: new Set(), units: new Set(), queue: false };
+    this.renderConnState();
+    this.renderQueueSummary(0, 0, 0);
+  }
+
+  renderAll() {
+    if (!this.map) return;
+    for (const id of [...this.incidentViews.keys()]) {
+      if (!this.state.incidents.has(id)) this.removeIncidentView(id);
+    }
+    for (const id of this.state.incidents.keys()) this.renderIncident(id);
+    for (const [id, marker] of [...this.unitMarkers]) {
+      if (!this.state.units.has(id)) {
+        this.layers.units.removeLayer(marker);
+        this.unitMarkers.delete(id);
+      }
+    }
+    for (const id of this.state.units.keys()) this.renderUnit(id);
+    this.queueItems.clear(); // rebuild rows from scratch after a snapshot
+    this.$("incident-queue").replaceChildren();
+    this.renderQueue(null);
+  }
+
+  removeIncidentView(id) {
+    const v = this.incidentViews.get(id);
+    if (!v) return;
+    if (v.marker) this.layers.incidents.removeLayer(v.marker);
+    if (v.area) this.layers.incidents.removeLayer(v.area);
+    this.incidentViews.delete(id);
+  }
+
+  renderIncident(id) {
+    const inc = this.state.incidents.get(id);
+    if (inc) this.noteVocabulary(inc);
+    if (!inc || !matchesFilters(inc, this.filters)) {
+      this.removeIncidentView(id);
+      return;
+    }
+    let v = this.incidentViews.get(id);
+    if (!v) {
+      v = { marker: null, area: null, areaKey: "", areaColor: "" };
+      this.incidentViews.set(id, v);
+    }
+    const color = SEVERITY_COLOR[inc.severity] || SEVERITY_COLOR.Unknown;
+    const radius = ({ Extreme: 11, Severe: 9, Moderate: 8, Minor: 7 }[inc.severity] || 6) * this.symbolScale;
+    const sevClass = classToken(inc.severity, SEVERITIES);
+
+    // The area first, so the marker draws on top of it.
+    const areaKey = inc.area ? JSON.stringify(inc.area) : "";
+    if (areaKey !== v.areaKey || color !== v.areaColor) {
+      if (v.area) this.layers.incidents.removeLayer(v.area);
+      v.area = null;
+      v.areaKey = areaKey;
+      v.areaColor = color;
+      if (inc.area) {
+        v.area = this.geo(inc.area, {
+          interactive: false,
+          style: { color, weight: 1.5, dashArray: "6 4", fillColor: color, fillOpacity: 0.12 },
+          pointToLayer: (_f, latlng) => L.circleMarker(latlng, { radius: 3, color, interactive: false }),
+        });
+        if (v.area) {
+          v.area.addTo(this.layers.incidents);
+          v.area.bringToBack();
+        }
+      }
+    }
+
+    if (!hasPosition(inc)) {
+      if (v.marker) this.layers.incidents.removeLayer(v.marker);
+      v.marker = null;
+      return;
+    }
+    const style = {
+      radius, color: "#ffffff", weight: 2, fillColor: color, fillOpacity: 0.92,
+      className: `incident-marker sev-${sevClass}`,
+    };
+    if (!v.marker) {
+      v.marker = L.circleMarker([inc.lat, inc.lon], style);
+      v.marker.bindPopup(() => this.incidentPopup(this.state.incidents.get(id)), { incidentId: id, maxWidth: 320 });
+      // The SVG path is recreated whenever the layer is toggled back on.
+      // data-map-incident-id, not data-incident-id: that one belongs to queue rows only.
+      v.marker.on("add", () => tagElement(v.marker, { mapIncidentId: id }));
+      v.marker.addTo(this.layers.incidents);
+    } else {
+      v.marker.setLatLng([inc.lat, inc.lon]);
+      v.marker.setStyle(style);
+      v.marker.setRadius(radius);
+      if (v.marker.isPopupOpen()) v.marker.getPopup().update();
+    }
+    v.marker.bringToFront();
+    this.markNewOnMap(id);
+  }
+
+  /** A new incident's marker pulses while its queue row is highlighted. */
+  markNewOnMap(id) {
+    const v = this.incidentViews.get(id);
+    const node = v && v.marker ? v.marker.getElement() : null;
+    if (node) node.classList.toggle("is-new", (this.newUntil.get(id) || 0) > Date.now());
+  }
+
+  incidentPopup(inc) {
+    if (!inc) return el("div", { text: t("field.none") });
+    const last = inc.last_alarm && typeof inc.last_alarm === "object"
+      ? t("field.sensor", { sensor: inc.last_alarm.sensor_id ?? "", alarm: inc.last_alarm.id ?? "", time: fmtTime(inc.last_alarm.time) })
+      : undefined;
+    const body = popupBody(inc.title, [
+      ["field.id", inc.id],
+      ["field.kind", label("kind", inc.kind)],
+      ["field.category", label("category", inc.category)],
+      ["field.severity", label("severity", inc.severity)],
+      ["field.status", label("status", inc.status)],
+      ["field.district", this.districtLabel(inc.district)],
+      ["field.alarm_count", inc.alarm_count ?? 0],
+      ["field.opened_at", fmtTime(inc.opened_at)],
+      ["field.updated_at", fmtTime(inc.updated_at)],
+      ["field.location", fmtCoords(inc.lat, inc.lon)],
+      ["field.last_alarm", last],
+    ]);
+    body.classList.add("incident-popup", `sev-${classToken(inc.severity, SEVERITIES)}`);
+    body.dataset.popupIncidentId = inc.id;
+    return body;
+  }
+
+  unitIcon(unit) {
+    const st = classToken(unit.status, UNIT_STATUSES);
+    const size = Math.round(14 * this.symbolScale);
+    return L.divIcon({ className: `unit-marker unit-${st}`, iconSize: [size, size] });
+  }
+
+  renderUnit(id) {
+    const unit = this.state.units.get(id);
+    let marker = this.unitMarkers.get(id);
+    if (!unit || !hasPosition(unit)) {
+      if (marker) {
+        this.layers.units.removeLayer(marker);
+        this.unitMarkers.delete(id);
+      }
+      return;
+    }
+    if (!marker) {
+      const m = L.marker([unit.lat, unit.lon], { icon: this.unitIcon(unit), keyboard: false, riseOnHover: true });
+      marker = m;
+      m._unitStatus = unit.status;
+      m.bindTooltip(el("span", { text: String(unit.callsign ?? id) }), { direction: "top", offset: [0, -8] });
+      m.bindPopup(() => this.unitPopup(this.state.units.get(id)));
+      // The icon element is recreated on every add and setIcon: tag it each time.
+      m.on("add", () => tagElement(m, { unitId: id, status: m._unitStatus ?? "" }));
+      m.addTo(this.layers.units);
+      this.unitMarkers.set(id, m);
+    } else {
+      marker.setLatLng([unit.lat, unit.lon]);
+      if (marker._unitStatus !== unit.status) {
+        marker._unitStatus = unit.status;
+        marker.setIcon(this.unitIcon(unit));
+        tagElement(marker, { unitId: id, status: unit.status ?? "" });
+      }
+      marker.setTooltipContent(el("span", { text: String(unit.callsign ?? id) }));
+      if (marker.isPopupOpen()) marker.getPopup().update();
+    }
+  }
+
+  unitPopup(unit) {
+    if (!unit) return el("div", { text: t("field.none") });
+    return popupBody(unit.callsign ?? unit.id, [
+      ["field.id", unit.id],
+      ["field.type", label("unit_type", unit.type)],
+      ["field.status", label("unit_status", unit.status)],
+      ["field.location", fmtCoords(unit.lat, unit.lon)],
+      ["field.position_at", fmtTime(unit.position_at)],
+    ]);
+  }
+
+  // ---- queue ----
+
+  bindQueue() {
+    const list = this.$("incident-queue");
+    const activate = (e) => {
+      const li = e.target.closest("[data-incident-id]");
+      if (li) this.select(li.dataset.incidentId, true);
+    };
+    list.addEventListener("click", activate);
+    list.addEventListener("keydown", (e) => {
+      if (e.key === "Enter" || e.key === " ") {
+        e.preventDefault();
+        activate(e);
+      }
+    });
+    this.$("filter-kind").addEventListener("change", (e) => this.setFilter("kind", e.target.value));
+    this.$("filter-status").addEventListener("change", (e) => this.setFilter("status", e.target.value));
+  }
+
+  setFilter(name, value) {
+    this.filters[name] = value;
+    if (!this.map) return;
+    for (const id of [...this.incidentViews.keys()]) this.renderIncident(id);
+    for (const id of this.state.incidents.keys()) this.renderIncident(id);
+    this.renderQueue(null);
+  }
+
+  /** Add unseen kinds/statuses to the filter selects (values outside our vocabulary). */
+  noteVocabulary(inc) {
+    let changed = false;
+    if (inc.kind && !this.seenKinds.has(inc.kind)) {
+      this.seenKinds.add(String(inc.kind));
+      changed = true;
+    }
+    if (inc.status && !isTerminal(inc.status) && !this.seenStatuses.has(inc.status)) {
+      this.seenStatuses.add(String(inc.status));
+      changed = true;
+    }
+    if (changed) this.renderFilters();
+  }
+
+  renderFilters() {
+    const fill = (select, allKey, values, group) => {
+      const current = select.value;
+      select.replaceChildren(el("option", { value: "", text: t(allKey) }));
+      for (const v of values) select.append(el("option", { value: v, text: label(group, v) }));
+      select.value = values.includes(current) ? current : "";
+    };
+    fill(this.$("filter-kind"), "filter.all_kinds", [...this.seenKinds], "kind");
+    fill(this.$("filter-status"), "filter.all_statuses", [...this.seenStatuses], "status");
+    this.$("filter-kind").value = this.filters.kind;
+    this.$("filter-status").value = this.filters.status;
+  }
+
+  /**
+   * Reorder the list to the current priority, reusing rows; only rows in
+   * `changed` (or all, when null) get their content rewritten.
+   */
+  renderQueue(changed) {
+    const list = this.$("incident-queue");
+    const all = queueOf(this.state.incidents.values(), this.filters);
+    const shown = all.slice(0, QUEUE_LIMIT);
+    const keep = new Set();
+    let cursor = list.firstChild;
+    for (const inc of shown) {
+      keep.add(inc.id);
+      let li = this.queueItems.get(inc.id);
+      if (!li) {
+        li = el("li", { class: "incident-item", tabindex: "0", role: "button" });
+        li.dataset.incidentId = inc.id;
+        this.queueItems.set(inc.id, li);
+        this.fillItem(li, inc);
+      } else if (changed === null || changed.has(inc.id)) {
+        this.fillItem(li, inc);
+      }
+      if (li === cursor) cursor = cursor.nextSibling;
+      else list.insertBefore(li, cursor);
+    }
+    while (cursor) {
+      const next = cursor.nextSibling;
+      cursor.remove();
+      cursor = next;
+    }
+    for (const id of [...this.queueItems.keys()]) {
+      if (!keep.has(id)) this.queueItems.delete(id);
+    }
+    let active = 0;
+    for (const inc of this.state.incidents.values()) if (!isTerminal(inc.status)) active += 1;
+    this.renderQueueSummary(shown.length, all.length, active);
+  }
+
+  renderQueueSummary(shown, matching, active) {
+    const filtered = Boolean(this.filters.kind || this.filters.status);
+    this.$("queue-count").textContent = filtered
+      ? t("queue.count_filtered", { n: matching, total: active })
+      : t("queue.count", { n: active });
+    const empty = this.$("queue-empty");
+    empty.hidden = matching > 0;
+    empty.textContent = filtered ? t("queue.empty_filtered") : t("queue.empty");
+    const more = this.$("queue-more");
+    more.hidden = matching <= shown;
+    more.textContent = matching > shown ? t("queue.more", { n: matching - shown }) : "";
+  }
+
+  refreshQueueContent() {
+    for (const [id, li] of this.queueItems) {
+      const inc = this.state.incidents.get(id);
+      if (inc) this.fillItem(li, inc);
+    }
+  }
+
+  fillItem(li, inc) {
+    const sev = classToken(inc.severity, SEVERITIES);
+    const isNew = (this.newUntil.get(inc.id) || 0) > Date.now();
+    li.className = `incident-item sev-${sev}${isNew ? " is-new" : ""}${this.selectedId === inc.id ? " is-selected" : ""}`;
+    li.dataset.severity = inc.severity ?? "";
+    li.dataset.status = inc.status ?? "";
+    li.dataset.kind = inc.kind ?? "";
+    const count = Number(inc.alarm_count) || 0;
+    const openedMs = timeOf(inc.opened_at);
+    li.replaceChildren(
+      el("div", { class: "item-top" },
+        el("span", { class: "sev-badge", text: label("severity", inc.severity) }),
+        el("span", { class: "item-title", text: inc.title || label("kind", inc.kind) }),
+        isNew ? el("span", { class: "new-badge", text: t("queue.new") }) : null),
+      el("div", { class: "item-meta" },
+        el("span", { class: "item-kind", text: label("kind", inc.kind) }),
+        el("span", { class: "item-district", text: this.districtLabel(inc.district) }),
+        el("span", { class: "item-status", text: label("status", inc.status) }),
+        el("span", { class: "item-alarms", text: count === 1 ? t("queue.alarm_one") : t("queue.alarms", { n: count }) }),
+        el("span", { class: "item-age", dataset: { opened: String(openedMs) }, text: formatAge(openedMs, Date.now()) }),
+        hasPosition(inc) || inc.area ? null : el("span", { class: "item-noloc", text: t("queue.no_location") })),
+    );
+    li.setAttribute("aria-label", `${label("severity", inc.severity)}: ${inc.title || ""}`);
+  }
+
+  refreshAges() {
+    const now = Date.now();
+    for (const node of this.$("incident-queue").querySelectorAll(".item-age")) {
+      node.textContent = formatAge(Number(node.dataset.opened), now);
+    }
+  }
+
+  expireNew() {
+    const now = Date.now();
+    for (const [id, until] of [...this.newUntil]) {
+      if (until > now) continue;
+      this.newUntil.delete(id);
+      const li = this.queueItems.get(id);
+      const inc = this.state.incidents.get(id);
+      if (li && inc) this.fillItem(li, inc);
+      this.markNewOnMap(id);
+    }
+  }
+
+  select(id, pan) {
+    const prev = this.selectedId ? this.queueItems.get(this.selectedId) : null;
+    if (prev) prev.classList.remove("is-selected");
+    this.selectedId = id;
+    const li = this.queueItems.get(id);
+    if (li) {
+      li.classList.add("is-selected");
+      if (!pan) li.scrollIntoView({ block: "nearest" });
+    }
+    if (!pan || !this.map) return;
+    if (!this.map.hasLayer(this.layers.incidents)) this.map.addLayer(this.layers.incidents);
+    const v = this.incidentViews.get(id);
+    if (v && v.marker) {
+      this.map.setView(v.marker.getLatLng(), Math.max(this.map.getZoom(), 14), { animate: true });
+      v.marker.openPopup();
+    } else if (v && v.area) {
+      this.map.fitBounds(v.area.getBounds(), { maxZoom: 15 });
+    }
+  }
+
+  // ---- language ----
+
+  relabel() {
+    applyI18n(document);
+    document.title = t("app.title");
+    document.documentElement.lang = getLang();
+    this.$("lang-select").value = getLang();
+    this.renderSound();
+    this.renderUser();
+    this.renderConnState();
+    this.renderFilters();
+    if (this.map) {
+      this.buildLayersControl();
+      this.buildLegend();
+      for (const { node, district } of this.districtLabels) node.textContent = this.districtName(district);
+      this.map.eachLayer((layer) => {
+        if (layer.isPopupOpen && layer.isPopupOpen()) layer.getPopup().update();
+      });
+      this.refreshQueueContent();
+      this.renderQueue(null);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+
+if (typeof window !== "undefined" && typeof document !== "undefined") {
+  const start = () => {
+    if (typeof L === "undefined") {
+      setLang(detectLang(safeStorage(), navigator.languages || [navigator.language]), null);
+      document.body.textContent = t("msg.leaflet_missing");
+      return;
+    }
+    const app = new Console();
+    // A handle for debugging and browser tests (read-only use intended).
+    window.emergencyConsole = app;
+    app.boot().catch((err) => console.error("console boot failed", err));
+  };
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+}
+
+export { LANGS };
