@@ -19,6 +19,7 @@ from aiohttp import web
 
 from command import db
 from command import web as routes
+from command.correlation import parse_rules
 from command.feed import Feed
 from command.hub import Hub
 from command.ingest import Ingest
@@ -95,7 +96,8 @@ async def mqtt_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[MQTT] = session
     app[INGEST_STATE] = queue
-    ingest = Ingest(app[POOL], queue, session.ack, app[METRICS], batch_max=settings.batch_max)
+    rules = parse_rules(settings.correlation_rules_path.read_text())
+    ingest = Ingest(app[POOL], queue, session.ack, app[METRICS], rules=rules, batch_max=settings.batch_max)
     task = _spawn("ingest", supervise("ingest", ingest.run))
     await session.start()
     yield

@@ -25,8 +25,9 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from command.correlation import Rules
 from command.metrics import Metrics
-from command.store import DeadLetter, Raw, store_batch
+from command.store import BatchResult, DeadLetter, Raw, store_batch
 from sensors.alarms import Alarm, Position, Rejected, parse_alarm, parse_position, parse_state
 from sensors.mqtt import Inbound
 from sensors.topics import SensorAlarm, SensorState, UnitPosition, parse_topic
@@ -90,6 +91,7 @@ class Ingest:
         ack: Callable[[Inbound], None],
         metrics: Metrics,
         *,
+        rules: Rules,
         batch_max: int = 500,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -98,6 +100,7 @@ class Ingest:
         self._ack = ack
         self._metrics = metrics
         self._batch_max = batch_max
+        self._rules = rules
         self._clock = clock
 
     async def run(self) -> None:
@@ -105,32 +108,42 @@ class Ingest:
             batch = [await self._queue.get()]
             while len(batch) < self._batch_max and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            await self._store(batch)
+            result = await self._store(batch)
             for message in batch:
                 self._ack(message)
+            self._count(len(batch), result)
 
-    async def _store(self, batch: list[Inbound]) -> None:
+    async def _store(self, batch: list[Inbound]) -> BatchResult:
         """Return only once the batch is committed (or dead-lettered)."""
         delay = 0.1
         while True:
             try:
-                await self._commit(batch)
-                return
+                return await self._commit(batch)
             except TRANSIENT as exc:
                 self._metrics.store_retries.inc()
                 log.warning("ingest: database unavailable (%s); retrying in %.1f s", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
             except asyncpg.PostgresError as exc:
                 if len(batch) == 1:
                     await self._dead_letter(batch[0], f"database rejected it: {exc}")
-                    return
+                    return BatchResult(dead_letters=1)
                 log.warning("ingest: batch of %d rejected (%s); storing one by one", len(batch), exc)
-                for message in batch:
-                    await self._store([message])
-                return
+                results = [await self._store([message]) for message in batch]
+                return BatchResult(
+                    alarms_stored=sum(r.alarms_stored for r in results),
+                    alarms_duplicate=sum(r.alarms_duplicate for r in results),
+                    incidents_opened=sum(r.incidents_opened for r in results),
+                    dead_letters=sum(r.dead_letters for r in results),
+                )
+            except Exception:
+                # A bug of ours, not bad input: dead-lettering would throw the
+                # alarms away. They are safe, unacknowledged, in the broker;
+                # keep retrying and say so loudly.
+                self._metrics.store_retries.inc()
+                log.exception("ingest: storing a batch of %d failed; retrying in %.1f s", len(batch), delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
-    async def _commit(self, batch: list[Inbound]) -> None:
+    async def _commit(self, batch: list[Inbound]) -> BatchResult:
         now = self._clock()
         parsed = classify(batch, now)
         started = time.perf_counter()
@@ -142,11 +155,15 @@ class Ingest:
                 states=parsed.states,
                 rejected=parsed.rejected,
                 now=now,
+                rules=self._rules,
             )
+        self._metrics.commit_seconds.observe(time.perf_counter() - started)
+        return result
+
+    def _count(self, size: int, result: BatchResult) -> None:
         m = self._metrics
-        m.commit_seconds.observe(time.perf_counter() - started)
         m.batches.inc()
-        m.batch_size.observe(len(batch))
+        m.batch_size.observe(size)
         m.alarms_stored.inc(result.alarms_stored)
         m.alarms_duplicate.inc(result.alarms_duplicate)
         m.incidents_opened.inc(result.incidents_opened)
@@ -160,7 +177,6 @@ class Ingest:
             try:
                 async with self._pool.acquire() as conn:
                     await store_batch(conn, rejected=[letter], now=self._clock())
-                self._metrics.dead_letters.labels("mqtt").inc()
                 return
             except TRANSIENT as exc:
                 log.warning("ingest: cannot store dead letter (%s); retrying", exc)

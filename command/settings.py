@@ -69,6 +69,9 @@ class Settings:
     # also the bound of the ingest queue, which therefore can never overflow.
     receive_maximum: int = 1000
     client_queue_max: int = 1000
+    correlation_rules_path: Path = field(
+        default_factory=lambda: Path(__file__).resolve().parent / "rules" / "correlation.toml"
+    )
     frontend_dir: Path = field(default_factory=lambda: Path(__file__).resolve().parent.parent / "frontend")
 
     def with_urls(self, database_url: str, mqtt_url: str) -> Settings:
@@ -105,7 +108,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     mqtt_url = env.get("EMERGENCY_MQTT_URL") or None
     if mqtt_url:
         MqttTarget.from_url(mqtt_url)  # fail at start-up, not at first connect
-    return Settings(
+    rules_path = env.get("EMERGENCY_CORRELATION_RULES")
+    settings = Settings(
         database_url=env.get("EMERGENCY_DATABASE_URL") or None,
         mqtt_url=mqtt_url,
         http_host=env.get("EMERGENCY_HTTP_HOST", "127.0.0.1"),
@@ -114,3 +118,4 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         instance=env.get("EMERGENCY_INSTANCE") or platform.node(),
         token_ttl_s=_int(env, "EMERGENCY_TOKEN_TTL_S", 12 * 3600),
     )
+    return replace(settings, correlation_rules_path=Path(rules_path)) if rules_path else settings

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 from shapely.geometry import Point
 
-from command.correlation import Group, Located, OpenIncident, correlate, correlation_key
+from command.correlation import Candidate, Group, Located, Rules, correlate, lock_keys
 from command.incidents import ENDED, AlarmRef, Incident, to_wire
 from sensors.alarms import Alarm, Position
 
@@ -162,6 +162,7 @@ async def _store_alarms(
     now: datetime,
     dead: list[DeadLetter],
     events: list[NewEvent],
+    rules: Rules,
 ) -> tuple[int, int, int]:
     """Insert alarms, correlate the new ones, write incident events.
 
@@ -198,7 +199,7 @@ async def _store_alarms(
         # A redelivery inside one batch: keep the first copy.
         placed.setdefault((alarm.sensor_id, alarm.id), Located(alarm, lat, lon, sensor["name"]))
     if not placed:
-        return 0, len(alarms) - len(dead), 0
+        return 0, 0, 0
 
     candidates = list(placed.values())
     inserted = await conn.fetch(
@@ -235,9 +236,9 @@ async def _store_alarms(
         list({c.alarm.sensor_id for c in fresh}),
         now,
     )
-    keys = sorted({correlation_key(c.alarm) for c in fresh})
-    # Serialise correlation per key across transactions and instances; sorted
-    # so two batches sharing keys cannot deadlock.
+    # Serialise correlation per spatial cell across transactions and
+    # instances (see correlation.lock_keys); sorted so batches cannot deadlock.
+    keys = lock_keys(fresh, rules)
     await conn.execute(
         """
         SELECT pg_advisory_xact_lock(hashtextextended(k, 0))
@@ -245,20 +246,9 @@ async def _store_alarms(
         """,
         keys,
     )
-    open_rows = await conn.fetch(
-        """
-        SELECT id, correlation_key, severity, alarm_count FROM incidents
-        WHERE correlation_key = ANY($1::text[]) AND NOT (status = ANY($2::text[]))
-        """,
-        keys,
-        sorted(ENDED),
-    )
-    open_incidents = {
-        r["correlation_key"]: OpenIncident(r["id"], r["correlation_key"], r["severity"], r["alarm_count"])
-        for r in open_rows
-    }
+    nearby = await _candidates(conn, fresh, rules)
     opened = 0
-    for group in correlate(fresh, open_incidents):
+    for group in correlate(fresh, nearby, rules):
         incident = await _apply_group(conn, group, now)
         await conn.execute(
             "UPDATE alarms SET incident_id = $1 WHERE id = ANY($2::bigint[])",
@@ -279,41 +269,116 @@ async def _store_alarms(
     return len(fresh), duplicates, opened
 
 
+async def _candidates(conn: asyncpg.Connection, fresh: Sequence[Located], rules: Rules) -> list[Candidate]:
+    """Open sensor incidents that any alarm of the batch could join.
+
+    A generous prefilter in degrees (using the GiST index on ``extent``);
+    correlation then measures exact distances and checks the time window.
+    """
+    families = [rules.family_of(c.alarm.kind) for c in fresh]
+    rows = await conn.fetch(
+        """
+        SELECT DISTINCT i.id, i.family, i.extent, i.last_alarm_at
+        FROM unnest($1::text[], $2::float8[], $3::float8[], $4::float8[], $5::timestamptz[])
+             AS a(family, lon, lat, radius_deg, earliest)
+        JOIN incidents i
+          ON i.family = a.family
+         AND i.status <> ALL($6::text[])
+         AND i.last_alarm_at >= a.earliest
+         AND ST_DWithin(i.extent, ST_SetSRID(ST_MakePoint(a.lon, a.lat), 4326), a.radius_deg)
+        """,
+        [f.name for f in families],
+        [c.lon for c in fresh],
+        [c.lat for c in fresh],
+        [f.cell_deg for f in families],
+        [c.alarm.time - f.window for c, f in zip(fresh, families, strict=True)],
+        sorted(ENDED),
+    )
+    return [Candidate(r["id"], r["family"], r["extent"], r["last_alarm_at"]) for r in rows]
+
+
+# Severity ranks for SQL: array_position over this array grows with severity.
+_SEVERITY_ORDER = ["Unknown", "Minor", "Moderate", "Severe", "Extreme"]
+
+
 async def _apply_group(conn: asyncpg.Connection, group: Group, now: datetime) -> Incident:
+    """Open or extend an incident.
+
+    An existing incident is extended in SQL, from its current row, so two
+    transactions adding alarms to one incident from far-apart cells (which
+    do not share a lock) both land: severity only rises, counts add, the
+    extent is the hull of both.
+    """
+    last_time = group.last.alarm.time
+    sensors = sorted({c.alarm.sensor_id for c in group.alarms})
     if group.incident_id is None:
         point = Point(group.lon, group.lat)
+        extent = group.points.convex_hull
         row = await conn.fetchrow(
             f"""
-            INSERT INTO incidents AS i (kind, category, severity, status, location, district_id,
-                                        title, alarm_count, correlation_key, opened_at, updated_at)
-            VALUES ($1, $2, $3, 'new', $4,
-                    (SELECT d.id FROM districts d WHERE ST_Intersects(d.geom, $4) LIMIT 1),
-                    $5, $6, $7, $8, $8)
-            RETURNING {INCIDENT_COLUMNS}
+            WITH opened AS (
+                INSERT INTO incidents AS i (source, kind, category, severity, status, location, area,
+                                            district_id, title, family, extent, last_alarm_at,
+                                            alarm_count, sensor_count, opened_at, updated_at)
+                VALUES ('sensor', $1, $2, $3, 'new', ST_Centroid($9::geometry),
+                        CASE WHEN GeometryType($9::geometry) = 'POLYGON' THEN $9::geometry END,
+                        (SELECT d.id FROM districts d WHERE ST_Intersects(d.geom, $4) LIMIT 1),
+                        $5, $6, $9, $7, $8, cardinality($10::text[]), $11, $11)
+                RETURNING i.*
+            ), members AS (
+                INSERT INTO incident_sensors (incident_id, sensor_id)
+                SELECT opened.id, s FROM opened, unnest($10::text[]) AS s
+            )
+            SELECT {INCIDENT_COLUMNS} FROM opened i
             """,
             group.kind,
             group.category,
             group.severity,
             point,
             group.title,
+            group.family,
+            last_time,
             len(group.alarms),
-            group.key,
+            extent,
+            sensors,
             now,
         )
     else:
         row = await conn.fetchrow(
             f"""
+            WITH added AS (
+                INSERT INTO incident_sensors (incident_id, sensor_id)
+                SELECT $1, s FROM unnest($5::text[]) AS s
+                ON CONFLICT DO NOTHING
+                RETURNING 1
+            )
             UPDATE incidents AS i
-            SET severity = $2, alarm_count = alarm_count + $3, updated_at = $4
-            WHERE id = $1
+            SET severity = CASE
+                    WHEN array_position($7::text[], $2) > array_position($7::text[], i.severity)
+                    THEN $2 ELSE i.severity END,
+                alarm_count = i.alarm_count + $3,
+                sensor_count = i.sensor_count + (SELECT count(*) FROM added),
+                -- From i.extent, not a value read earlier: under a concurrent
+                -- update PostgreSQL re-evaluates SET on the newest row version.
+                extent = ST_ConvexHull(ST_Collect(i.extent, $6::geometry)),
+                location = ST_Centroid(ST_ConvexHull(ST_Collect(i.extent, $6::geometry))),
+                area = CASE WHEN GeometryType(ST_ConvexHull(ST_Collect(i.extent, $6::geometry))) = 'POLYGON'
+                            THEN ST_ConvexHull(ST_Collect(i.extent, $6::geometry)) ELSE i.area END,
+                last_alarm_at = greatest(i.last_alarm_at, $4),
+                updated_at = $8
+            WHERE i.id = $1
             RETURNING {INCIDENT_COLUMNS}
             """,
             group.incident_id,
             group.severity,
             len(group.alarms),
+            last_time,
+            sensors,
+            group.points,
+            _SEVERITY_ORDER,
             now,
         )
-    assert row is not None  # the row is locked by our correlation-key lock
+    assert row is not None  # candidates are open and nothing deletes incidents
     return incident_from_row(row)
 
 
@@ -401,6 +466,7 @@ async def store_batch(
     states: Sequence[tuple[str, str, Raw]] = (),
     rejected: Sequence[DeadLetter] = (),
     now: datetime,
+    rules: Rules | None = None,
 ) -> BatchResult:
     """Store one batch in one transaction.
 
@@ -411,6 +477,7 @@ async def store_batch(
         states: (sensor id, 'online'|'offline', raw) reports.
         rejected: messages that failed parsing, to dead-letter.
         now: the ingest edge's clock.
+        rules: the correlation rules.
     Returns:
         counts, and the last outbox seq written.
     Raises:
@@ -421,7 +488,9 @@ async def store_batch(
     stored = duplicates = opened = 0
     async with conn.transaction():
         if alarms:
-            stored, duplicates, opened = await _store_alarms(conn, alarms, now, dead, events)
+            if rules is None:
+                raise ValueError("storing alarms needs the correlation rules")
+            stored, duplicates, opened = await _store_alarms(conn, alarms, now, dead, events, rules)
         if positions:
             await _store_positions(conn, positions, dead, events)
         if states:

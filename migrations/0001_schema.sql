@@ -42,6 +42,8 @@ CREATE TABLE sensors (
     location    geometry(Point, 4326),
     state       text NOT NULL DEFAULT 'unknown' CHECK (state IN ('online', 'offline', 'unknown')),
     last_seen   timestamptz,
+    -- Silent for longer than this (plus grace), an online sensor is marked offline.
+    heartbeat_s integer NOT NULL DEFAULT 600 CHECK (heartbeat_s > 0),
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX sensors_location_gist ON sensors USING gist (location);
@@ -50,21 +52,31 @@ CREATE INDEX sensors_location_gist ON sensors USING gist (location);
 -- repeats it so no code path can store anything else.
 CREATE TABLE incidents (
     id          bigserial PRIMARY KEY,
+    source      text NOT NULL DEFAULT 'sensor' CHECK (source IN ('sensor', 'cap', 'manual')),
     kind        text NOT NULL,
     category    text NOT NULL CHECK (category IN
                     ('natural_disaster', 'accident', 'public_health', 'public_security')),
     severity    text NOT NULL CHECK (severity IN ('Extreme', 'Severe', 'Moderate', 'Minor', 'Unknown')),
+    urgency     text,
+    certainty   text,
     status      text NOT NULL DEFAULT 'new' CHECK (status IN
                     ('new', 'confirmed', 'responding', 'contained', 'resolved', 'closed',
                      'false_alarm', 'cancelled')),
-    location    geometry(Point, 4326) NOT NULL,
+    -- Null only for an alert with no geometry at all (a CAP advisory for a
+    -- whole country, or one located by geocode alone).
+    location    geometry(Point, 4326),
     area        geometry(Geometry, 4326),
     district_id text REFERENCES districts (id),
     title       text NOT NULL,
+    -- Sensor correlation (command/correlation.py): the hazard family, the
+    -- convex hull of every alarm position so far, and the latest alarm time.
+    family      text,
+    extent      geometry(Geometry, 4326),
+    last_alarm_at timestamptz,
     alarm_count integer NOT NULL DEFAULT 0 CHECK (alarm_count >= 0),
-    -- What correlation groups by (e.g. 'sensor:S-1'). At most one open
-    -- incident per key: the partial unique index below is what keeps two
-    -- concurrent ingest transactions from opening the same incident twice.
+    sensor_count integer NOT NULL DEFAULT 0 CHECK (sensor_count >= 0),
+    -- What identifies an incident opened from outside (e.g. 'cap:sender:id').
+    -- At most one open incident per key.
     correlation_key text,
     opened_at   timestamptz NOT NULL,
     updated_at  timestamptz NOT NULL,
@@ -74,6 +86,9 @@ CREATE UNIQUE INDEX incidents_open_correlation_key ON incidents (correlation_key
     WHERE status NOT IN ('resolved', 'closed', 'false_alarm', 'cancelled');
 CREATE INDEX incidents_location_gist ON incidents USING gist (location);
 CREATE INDEX incidents_area_gist ON incidents USING gist (area);
+-- Correlation looks only at open incidents near an alarm.
+CREATE INDEX incidents_open_extent_gist ON incidents USING gist (extent)
+    WHERE status NOT IN ('resolved', 'closed', 'false_alarm', 'cancelled');
 CREATE INDEX incidents_status ON incidents (status);
 
 CREATE TABLE alarms (
@@ -93,6 +108,29 @@ CREATE TABLE alarms (
     UNIQUE (sensor_id, alarm_id)
 );
 CREATE INDEX alarms_incident ON alarms (incident_id);
+
+-- Which sensors an incident has heard from (sensor_count is its size).
+CREATE TABLE incident_sensors (
+    incident_id bigint NOT NULL REFERENCES incidents (id),
+    sensor_id   text NOT NULL REFERENCES sensors (id),
+    PRIMARY KEY (incident_id, sensor_id)
+);
+
+-- Every CAP message received, once: (sender, identifier) is the message's
+-- identity in CAP, so a redelivered document changes nothing.
+CREATE TABLE cap_messages (
+    id          bigserial PRIMARY KEY,
+    source      text NOT NULL,
+    sender      text NOT NULL,
+    identifier  text NOT NULL,
+    sent        timestamptz NOT NULL,
+    msg_type    text NOT NULL,
+    status      text NOT NULL,
+    incident_id bigint REFERENCES incidents (id),
+    received_at timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (sender, identifier)
+);
+CREATE INDEX cap_messages_incident ON cap_messages (incident_id);
 CREATE INDEX alarms_location_gist ON alarms USING gist (location);
 
 CREATE TABLE units (
