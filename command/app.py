@@ -23,10 +23,10 @@ from command.correlation import parse_rules
 from command.feed import Feed
 from command.hub import Hub
 from command.ingest import Ingest
-from command.keys import HUB, INGEST_STATE, METRICS, MQTT, POOL, SETTINGS
+from command.keys import HUB, METRICS, MQTT, POOL, SETTINGS
 from command.metrics import Metrics
 from command.settings import Settings
-from sensors.mqtt import Inbound, MqttSession
+from sensors.mqtt import MqttSession
 from sensors.topics import SUBSCRIPTIONS
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,6 @@ async def feed_ctx(app: web.Application) -> AsyncIterator[None]:
 async def mqtt_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     target = settings.mqtt
-    queue: asyncio.Queue[Inbound] = asyncio.Queue(maxsize=2 * settings.receive_maximum)
     session = MqttSession(
         host=target.host,
         port=target.port,
@@ -90,14 +89,12 @@ async def mqtt_ctx(app: web.Application) -> AsyncIterator[None]:
         password=target.password,
         client_id=settings.mqtt_client_id,
         subscriptions=SUBSCRIPTIONS,
-        queue=queue,
         session_expiry_s=settings.session_expiry_s,
         receive_maximum=settings.receive_maximum,
     )
     app[MQTT] = session
-    app[INGEST_STATE] = queue
     rules = parse_rules(settings.correlation_rules_path.read_text())
-    ingest = Ingest(app[POOL], queue, session.ack, app[METRICS], rules=rules, batch_max=settings.batch_max)
+    ingest = Ingest(app[POOL], session, app[METRICS], rules=rules, batch_max=settings.batch_max)
     task = _spawn("ingest", supervise("ingest", ingest.run))
     await session.start()
     yield

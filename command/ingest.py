@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Protocol
 
 import asyncpg
 
@@ -46,6 +47,14 @@ TRANSIENT = (
     asyncpg.SerializationError,
     asyncpg.InsufficientResourcesError,
 )
+
+
+class MessageSource(Protocol):
+    """Where messages come from and how they are acknowledged (sensors/mqtt.py)."""
+
+    async def next_batch(self, limit: int) -> list[Inbound]: ...
+
+    def ack(self, message: Inbound) -> None: ...
 
 
 class Parsed:
@@ -87,8 +96,7 @@ class Ingest:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        queue: asyncio.Queue[Inbound],
-        ack: Callable[[Inbound], None],
+        source: MessageSource,
         metrics: Metrics,
         *,
         rules: Rules,
@@ -96,8 +104,7 @@ class Ingest:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._pool = pool
-        self._queue = queue
-        self._ack = ack
+        self._source = source
         self._metrics = metrics
         self._batch_max = batch_max
         self._rules = rules
@@ -105,12 +112,10 @@ class Ingest:
 
     async def run(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self._batch_max and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            batch = await self._source.next_batch(self._batch_max)
             result = await self._store(batch)
             for message in batch:
-                self._ack(message)
+                self._source.ack(message)
             self._count(len(batch), result)
 
     async def _store(self, batch: list[Inbound]) -> BatchResult:

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import asyncpg
 from aiohttp import web
 
 from command.hub import Hub
 from command.metrics import Metrics
 from command.settings import Settings
-from sensors.mqtt import Inbound, MqttSession
+from sensors.mqtt import MqttSession
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 METRICS = web.AppKey("metrics", Metrics)
 HUB = web.AppKey("hub", Hub)
 MQTT = web.AppKey("mqtt", MqttSession)
-INGEST_STATE = web.AppKey("ingest_queue", asyncio.Queue[Inbound])

@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from command import accounts, queries
 from command.feed_protocol import Principal
-from command.keys import HUB, INGEST_STATE, METRICS, MQTT, POOL, SETTINGS
+from command.keys import HUB, METRICS, MQTT, POOL, SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ async def healthz(request: web.Request) -> web.Response:
             "broker": broker,
             "consoles": len(request.app[HUB]),
             "feed_seq": request.app[HUB].last_seq,
-            "ingest_queue": request.app[INGEST_STATE].qsize(),
+            "ingest_queue": mqtt.pending(),
         },
         status=200 if healthy else 503,
     )

@@ -11,10 +11,16 @@ after the transaction storing the message has committed. With clean start off
 and a session expiry, the broker keeps unacknowledged and newly arriving
 messages while we are away and sends them again when we return.
 
-Bound: MQTT 5's Receive Maximum caps the unacknowledged QoS 1 messages the
-broker sends us at ``receive_maximum``; QoS 0 messages (unit positions) are
-dropped, and counted, once the queue already holds that many. So the queue
-never holds more than ``2 * receive_maximum`` and ``put_nowait`` cannot fail.
+Bound and backpressure: we ask the broker (MQTT 5 Receive Maximum) to keep
+at most ``receive_maximum`` unacknowledged QoS 1 messages in flight, but we do
+not rely on it: Mosquitto 2.0.11 was seen here sending more under load. So the
+paho thread takes a slot of a semaphore of that size before handing over a
+QoS 1 message, and blocks when none is free; the broker then waits on TCP
+flow control and keeps the messages. :meth:`MqttSession.next_batch` frees the
+slots of the messages it returns. QoS 0 messages (unit positions) never block:
+they are dropped, and counted, when the queue already holds
+``receive_maximum`` messages. The queue therefore never holds more than
+``2 * receive_maximum``.
 """
 
 from __future__ import annotations
@@ -57,7 +63,6 @@ class MqttSession:
         host, port, username, password: the broker.
         client_id: fixed per server instance, so the broker keeps our session.
         subscriptions: topic filters, subscribed with QoS 1 on every connect.
-        queue: where inbound messages go; see the module docstring for its bound.
         session_expiry_s: how long the broker keeps the session while we are away.
         receive_maximum: the most unacknowledged QoS 1 messages in flight.
     """
@@ -69,17 +74,19 @@ class MqttSession:
         port: int,
         client_id: str,
         subscriptions: Sequence[str],
-        queue: asyncio.Queue[Inbound],
         username: str | None = None,
         password: str | None = None,
         session_expiry_s: int = 7 * 24 * 3600,
         receive_maximum: int = 1000,
     ) -> None:
         self._loop = asyncio.get_running_loop()
-        self._queue = queue
+        # Unbounded as a container; bounded by the slots (see module docstring).
+        self._queue: asyncio.Queue[Inbound] = asyncio.Queue()
         self._host, self._port = host, port
         self._subscriptions = tuple(subscriptions)
         self._receive_maximum = receive_maximum
+        self._slots = threading.BoundedSemaphore(receive_maximum)
+        self._closing = threading.Event()
         self._generation = 0
         self._lock = threading.Lock()
         self._connected = asyncio.Event()
@@ -146,8 +153,22 @@ class MqttSession:
         if info.rc != paho.MQTT_ERR_SUCCESS and info.rc != paho.MQTT_ERR_NO_CONN:
             raise ConnectionError(f"MQTT publish to {topic} failed: {paho.error_string(info.rc)}")
 
+    async def next_batch(self, limit: int) -> list[Inbound]:
+        """Wait for a message, then return it with whatever else is queued, up to ``limit``."""
+        batch = [await self._queue.get()]
+        while len(batch) < limit and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        for message in batch:
+            if message.qos > 0:
+                self._slots.release()
+        return batch
+
+    def pending(self) -> int:
+        return self._queue.qsize()
+
     async def close(self) -> None:
         """Leave the session (the broker keeps it and queues for us) and stop the thread."""
+        self._closing.set()
         if self._client.is_connected():
             self._client.disconnect()
         # loop_stop joins the network thread: a blocking call, so off the loop.
@@ -181,6 +202,12 @@ class MqttSession:
         self._loop.call_soon_threadsafe(self._set_connected, False)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        if message.qos > 0:
+            # Backpressure: block paho's thread (so it stops reading the
+            # socket) until the server has taken earlier messages.
+            while not self._slots.acquire(timeout=0.5):
+                if self._closing.is_set():
+                    return  # not acknowledged: the broker redelivers it next session
         inbound = Inbound(
             topic=message.topic,
             payload=bytes(message.payload),

@@ -126,7 +126,9 @@ def mosquitto(services_dir: Path) -> Iterator[EmbeddedMosquitto | str]:
     if configured:
         yield configured
         return
-    broker = EmbeddedMosquitto(services_dir / "mosquitto")
+    broker = EmbeddedMosquitto(
+        services_dir / "mosquitto", save_every_change=os.environ.get("EMERGENCY_TEST_BROKER_SAVE") != "second"
+    )
     broker.start()
     try:
         yield broker

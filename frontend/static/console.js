@@ -259,6 +259,12 @@ const MAP_ZOOM = 12;
 const QUEUE_LIMIT = 1000; // more than this many rows stops being a queue anyway
 const NEW_HIGHLIGHT_MS = 10000;
 const SOUND_KEY = "emergency-console.sound";
+// Where console.css stacks map over queue; below it the map is too small for open controls.
+const NARROW_SCREEN = "(max-width: 800px)";
+
+function isNarrowScreen() {
+  return typeof window.matchMedia === "function" && window.matchMedia(NARROW_SCREEN).matches;
+}
 
 function safeStorage() {
   try {
@@ -800,6 +806,10 @@ class Console {
     map.attributionControl.setPrefix(false);
     this.buildLayersControl();
     this.buildLegend();
+    if (typeof window.matchMedia === "function") {
+      // Open or fold the layer list when the screen crosses the breakpoint (rotation, resize).
+      window.matchMedia(NARROW_SCREEN).addEventListener("change", () => this.buildLayersControl());
+    }
 
     map.on("popupopen", (e) => {
       const id = e.popup && e.popup.options ? e.popup.options.incidentId : null;
@@ -814,7 +824,10 @@ class Console {
     const names = ["incidents", "units", "depots", "hazards", "sites", "districts", "roads"];
     for (const name of names) overlays[escapeHtml(t(`layer.${name}`))] = this.layers[name];
     if (this.tileLayer) overlays[escapeHtml(t("layer.tiles"))] = this.tileLayer;
-    this.layersControl = L.control.layers(null, overlays, { collapsed: false, position: "topright" }).addTo(this.map);
+    // Folded to Leaflet's layers button on a phone: open, the list covers over a third of
+    // the map's width and whatever incidents lie under it.
+    this.layersControl = L.control.layers(null, overlays, { collapsed: isNarrowScreen(), position: "topright" })
+      .addTo(this.map);
     const container = this.layersControl.getContainer();
     container.id = "layer-control";
     // Stable hooks for tests whatever the language.

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from tests.integration.helpers import end_sessions
+
 
 @pytest.fixture(autouse=True)
 async def _loop_hygiene(request: pytest.FixtureRequest) -> AsyncIterator[None]:
@@ -18,6 +20,7 @@ async def _loop_hygiene(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     before = asyncio.all_tasks(loop)
     yield
     loop.set_exception_handler(previous)
+    await asyncio.to_thread(end_sessions)
     # Give cancelled tasks one turn of the loop to finish unwinding.
     await asyncio.sleep(0)
     lingering = [

@@ -25,6 +25,26 @@ from command.settings import MqttTarget, Settings
 
 PASSWORD = "correct horse battery"
 
+# Client ids of the server sessions tests created; the hygiene fixture ends
+# them after each test. A persistent session left behind would keep queueing
+# a copy of every later test's alarms in the broker.
+SESSIONS: list[tuple[str, str]] = []
+
+
+def end_sessions() -> None:
+    """Delete the broker sessions tests left (clean start, then session expiry 0)."""
+    while SESSIONS:
+        mqtt_url, client_id = SESSIONS.pop()
+        target = MqttTarget.from_url(mqtt_url)
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
+        try:
+            client.connect(target.host, target.port, clean_start=True)
+            client.loop_start()
+            client.disconnect()
+            client.loop_stop()
+        except OSError:
+            pass  # the broker is down: its sessions go with it
+
 
 def settings_for(database_url: str, mqtt_url: str, **overrides: Any) -> Settings:
     base = Settings(
@@ -35,7 +55,9 @@ def settings_for(database_url: str, mqtt_url: str, **overrides: Any) -> Settings
         # must not inherit another test's persistent session.
         instance=f"test-{uuid.uuid4().hex[:8]}",
     )
-    return replace(base, **overrides)
+    settings = replace(base, **overrides)
+    SESSIONS.append((mqtt_url, settings.mqtt_client_id))
+    return settings
 
 
 @asynccontextmanager
@@ -90,6 +112,9 @@ class Publisher:
     def __init__(self, mqtt_url: str) -> None:
         target = MqttTarget.from_url(mqtt_url)
         self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:8]}")
+        # Floods queue thousands of QoS 1 messages: let them all be in flight.
+        self._client.max_inflight_messages_set(1000)
+        self._client.max_queued_messages_set(0)
         self._client.connect(target.host, target.port)
         self._client.loop_start()
 
@@ -99,6 +124,20 @@ class Publisher:
         info = self._client.publish(topic, payload, qos=qos)
         await asyncio.to_thread(info.wait_for_publish, 10)
         assert info.is_published()
+
+    def publish_nowait(self, topic: str, payload: bytes | str, qos: int = 1) -> paho.MQTTMessageInfo:
+        """Queue a publish without waiting for its PUBACK (for floods)."""
+        return self._client.publish(topic, payload, qos=qos)
+
+    async def wait_all(self, infos: list[paho.MQTTMessageInfo], timeout: float = 120) -> None:
+        """Wait until the broker acknowledged every queued publish."""
+
+        def wait() -> None:
+            for info in infos:
+                info.wait_for_publish(timeout)
+                assert info.is_published()
+
+        await asyncio.to_thread(wait)
 
     def close(self) -> None:
         self._client.disconnect()

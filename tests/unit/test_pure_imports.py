@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PURE = [
     "sensors/alarms.py",
     "sensors/topics.py",
+    "sensors/cap.py",
     "command/settings.py",
     "command/incidents.py",
     "command/correlation.py",
