@@ -13,8 +13,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Coroutine
+from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 
 from command import db
@@ -26,6 +28,7 @@ from command.ingest import Ingest
 from command.keys import HUB, METRICS, MQTT, POOL, SETTINGS
 from command.metrics import Metrics
 from command.settings import Settings
+from command.store import mark_silent_sensors
 from sensors.mqtt import MqttSession
 from sensors.topics import SUBSCRIPTIONS
 
@@ -79,6 +82,32 @@ async def feed_ctx(app: web.Application) -> AsyncIterator[None]:
     await _stop(task)
 
 
+LIVENESS_INTERVAL_S = 15.0
+
+
+async def watch_liveness(pool: asyncpg.Pool) -> None:
+    """Every few seconds, mark sensors silent beyond their heartbeat offline.
+
+    The edge owns time: this loop reads the clock and sleeps; the rule is
+    the SQL in store.mark_silent_sensors.
+    """
+    while True:
+        try:
+            async with pool.acquire() as conn:
+                went = await mark_silent_sensors(conn, datetime.now(UTC))
+            if went:
+                log.info("%d sensor(s) went silent and are now offline", went)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("liveness check failed (%s); trying again later", exc)
+        await asyncio.sleep(LIVENESS_INTERVAL_S)
+
+
+async def liveness_ctx(app: web.Application) -> AsyncIterator[None]:
+    task = _spawn("liveness", supervise("liveness", lambda: watch_liveness(app[POOL])))
+    yield
+    await _stop(task)
+
+
 async def mqtt_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     target = settings.mqtt
@@ -119,7 +148,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[HUB] = Hub(queue_max=settings.client_queue_max)
-    app.cleanup_ctx.extend([pool_ctx, feed_ctx, mqtt_ctx])
+    app.cleanup_ctx.extend([pool_ctx, feed_ctx, liveness_ctx, mqtt_ctx])
     app.on_shutdown.append(close_consoles)
     routes.add_routes(app)
     return app

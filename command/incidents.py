@@ -65,14 +65,17 @@ class Incident:
     category: str
     severity: str
     status: str
-    lat: float
-    lon: float
+    # None only for an alert that carries no geometry (see migrations/0001).
+    lat: float | None
+    lon: float | None
     area: dict[str, Any] | None
     district: str | None
     title: str
     alarm_count: int
     opened_at: datetime
     updated_at: datetime
+    sensor_count: int = 0
+    source: str = "sensor"
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -90,7 +93,19 @@ class AlarmRef:
     time: datetime
 
 
-def to_wire(incident: Incident, last_alarm: AlarmRef | None = None) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class AlertRef:
+    """Which CAP message caused an event (the CAP counterpart of AlarmRef)."""
+
+    sender: str
+    identifier: str
+    msg_type: str
+    sent: datetime
+
+
+def to_wire(
+    incident: Incident, last_alarm: AlarmRef | None = None, last_alert: AlertRef | None = None
+) -> dict[str, Any]:
     """The incident as the contract's JSON object."""
     wire: dict[str, Any] = {
         "id": incident.id,
@@ -104,6 +119,8 @@ def to_wire(incident: Incident, last_alarm: AlarmRef | None = None) -> dict[str,
         "district": incident.district,
         "title": incident.title,
         "alarm_count": incident.alarm_count,
+        "sensor_count": incident.sensor_count,
+        "source": incident.source,
         "opened_at": incident.opened_at.isoformat(),
         "updated_at": incident.updated_at.isoformat(),
     }
@@ -112,5 +129,12 @@ def to_wire(incident: Incident, last_alarm: AlarmRef | None = None) -> dict[str,
             "sensor_id": last_alarm.sensor_id,
             "id": last_alarm.id,
             "time": last_alarm.time.isoformat(),
+        }
+    if last_alert is not None:
+        wire["last_alert"] = {
+            "sender": last_alert.sender,
+            "identifier": last_alert.identifier,
+            "msg_type": last_alert.msg_type,
+            "sent": last_alert.sent.isoformat(),
         }
     return wire

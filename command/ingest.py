@@ -29,9 +29,19 @@ import asyncpg
 from command.correlation import Rules
 from command.metrics import Metrics
 from command.store import BatchResult, DeadLetter, Raw, store_batch
-from sensors.alarms import Alarm, Position, Rejected, parse_alarm, parse_position, parse_state
+from sensors.alarms import (
+    Alarm,
+    Position,
+    Rejected,
+    StatusReport,
+    parse_alarm,
+    parse_position,
+    parse_state,
+    parse_status,
+)
+from sensors.cap import CapAlert, parse_cap
 from sensors.mqtt import Inbound
-from sensors.topics import SensorAlarm, SensorState, UnitPosition, parse_topic
+from sensors.topics import CapFeed, SensorAlarm, SensorState, UnitPosition, UnitStatus, parse_topic
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +70,27 @@ class MessageSource(Protocol):
 class Parsed:
     """One batch, sorted by route. Built by :func:`classify` (pure)."""
 
-    __slots__ = ("alarms", "positions", "rejected", "states")
+    __slots__ = ("alarms", "alerts", "cap_raw", "positions", "rejected", "states", "statuses")
 
     def __init__(self) -> None:
         self.alarms: list[tuple[Alarm, Raw]] = []
         self.positions: list[tuple[Position, Raw]] = []
+        self.statuses: list[tuple[StatusReport, Raw]] = []
         self.states: list[tuple[str, str, Raw]] = []
+        # CAP documents are parsed later, off the event loop (see Ingest._commit).
+        self.cap_raw: list[tuple[str, Raw]] = []
+        self.alerts: list[tuple[str, CapAlert, Raw]] = []
         self.rejected: list[DeadLetter] = []
+
+
+def parse_alerts(parsed: Parsed) -> None:
+    """Parse the batch's CAP documents (CPU-bound: the caller runs it in a thread)."""
+    for source, raw in parsed.cap_raw:
+        try:
+            parsed.alerts.append((source, parse_cap(raw.payload), raw))
+        except Rejected as exc:
+            parsed.rejected.append(DeadLetter("cap", raw.topic, raw.payload, f"CAP: {exc.reason}"))
+    parsed.cap_raw.clear()
 
 
 def classify(messages: Sequence[Inbound], now: datetime) -> Parsed:
@@ -81,6 +105,10 @@ def classify(messages: Sequence[Inbound], now: datetime) -> Parsed:
                     parsed.alarms.append((parse_alarm(sensor_id, message.payload, now), raw))
                 case UnitPosition(unit_id):
                     parsed.positions.append((parse_position(unit_id, message.payload, now), raw))
+                case UnitStatus(unit_id):
+                    parsed.statuses.append((parse_status(unit_id, message.payload, now), raw))
+                case CapFeed(source):
+                    parsed.cap_raw.append((source, raw))
                 case SensorState(sensor_id):
                     parsed.states.append((sensor_id, parse_state(message.payload), raw))
                 case None:
@@ -151,13 +179,19 @@ class Ingest:
     async def _commit(self, batch: list[Inbound]) -> BatchResult:
         now = self._clock()
         parsed = classify(batch, now)
+        if parsed.cap_raw:
+            # A hostile or huge CAP document can take a sizeable fraction of a
+            # second to parse; keep that off the loop the consoles share.
+            await asyncio.to_thread(parse_alerts, parsed)
         started = time.perf_counter()
         async with self._pool.acquire() as conn:
             result = await store_batch(
                 conn,
                 alarms=parsed.alarms,
                 positions=parsed.positions,
+                statuses=parsed.statuses,
                 states=parsed.states,
+                alerts=parsed.alerts,
                 rejected=parsed.rejected,
                 now=now,
                 rules=self._rules,
@@ -174,6 +208,7 @@ class Ingest:
         m.incidents_opened.inc(result.incidents_opened)
         if result.dead_letters:
             m.dead_letters.labels("mqtt").inc(result.dead_letters)
+        m.incidents_opened.inc(result.alerts_opened)
 
     async def _dead_letter(self, message: Inbound, reason: str) -> None:
         letter = DeadLetter("mqtt", message.topic, message.payload, reason)

@@ -13,7 +13,7 @@ import asyncpg
 from command.feed import event_from_row
 from command.feed_protocol import Event, Principal, visible
 from command.incidents import ENDED, to_wire
-from command.store import INCIDENT_COLUMNS, UNIT_COLUMNS, incident_from_row, unit_wire
+from command.rows import INCIDENT_COLUMNS, UNIT_COLUMNS, incident_from_row, unit_wire
 
 
 def _geojson(geom: Any) -> dict[str, Any] | None:

@@ -16,9 +16,12 @@ from typing import Any
 import asyncpg
 from shapely.geometry import Point
 
+from command.cap_store import apply_alert
 from command.correlation import Candidate, Group, Located, Rules, correlate, lock_keys
 from command.incidents import ENDED, AlarmRef, Incident, to_wire
-from sensors.alarms import Alarm, Position
+from command.rows import INCIDENT_COLUMNS, UNIT_COLUMNS, incident_from_row, unit_wire
+from sensors.alarms import Alarm, Position, Rejected, StatusReport
+from sensors.cap import CapAlert
 
 # Held from the first outbox insert to commit, so outbox seqs become visible
 # in the order they were assigned (see the events table in 0001_schema.sql).
@@ -26,11 +29,6 @@ EVENTS_LOCK = 0x45564E54
 
 # Dead-letter payloads are evidence, not storage: keep enough to diagnose.
 DEAD_LETTER_PAYLOAD_MAX = 4096
-
-INCIDENT_COLUMNS = """
-    i.id, i.kind, i.category, i.severity, i.status, i.location, i.area,
-    i.district_id, i.title, i.alarm_count, i.opened_at, i.updated_at
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,49 +64,7 @@ class BatchResult:
     dead_letters: int = 0
     events: int = 0
     last_seq: int | None = None
-
-
-def incident_from_row(row: asyncpg.Record) -> Incident:
-    """Convert at the boundary: a row of INCIDENT_COLUMNS to the domain type."""
-    area = row["area"]
-    return Incident(
-        id=row["id"],
-        kind=row["kind"],
-        category=row["category"],
-        severity=row["severity"],
-        status=row["status"],
-        lat=row["location"].y,
-        lon=row["location"].x,
-        area=area.__geo_interface__ if area is not None else None,
-        district=row["district_id"],
-        title=row["title"],
-        alarm_count=row["alarm_count"],
-        opened_at=row["opened_at"],
-        updated_at=row["updated_at"],
-    )
-
-
-def unit_wire(row: asyncpg.Record) -> dict[str, Any]:
-    position = row["position"]
-    return {
-        "id": row["id"],
-        "callsign": row["callsign"],
-        "type": row["type"],
-        "capabilities": list(row["capabilities"]),
-        "status": row["status"],
-        "lat": position.y if position is not None else None,
-        "lon": position.x if position is not None else None,
-        "position_at": row["position_at"].isoformat() if row["position_at"] else None,
-        "speed": row["speed"],
-        "heading": row["heading"],
-        "district": row["district_id"],
-    }
-
-
-UNIT_COLUMNS = """
-    u.id, u.callsign, u.type, u.capabilities, u.status, u.position, u.position_at,
-    u.speed, u.heading, u.district_id
-"""
+    alerts_opened: int = 0
 
 
 async def append_events(conn: asyncpg.Connection, events: Sequence[NewEvent]) -> int | None:
@@ -231,11 +187,7 @@ async def _store_alarms(
     if not fresh:
         return 0, duplicates, 0
 
-    await conn.execute(
-        "UPDATE sensors SET last_seen = $2 WHERE id = ANY($1::text[])",
-        list({c.alarm.sensor_id for c in fresh}),
-        now,
-    )
+    await _heard_from(conn, sorted({c.alarm.sensor_id for c in fresh}), now, events)
     # Serialise correlation per spatial cell across transactions and
     # instances (see correlation.lock_keys); sorted so batches cannot deadlock.
     keys = lock_keys(fresh, rules)
@@ -382,6 +334,76 @@ async def _apply_group(conn: asyncpg.Connection, group: Group, now: datetime) ->
     return incident_from_row(row)
 
 
+async def _heard_from(
+    conn: asyncpg.Connection, sensor_ids: list[str], now: datetime, events: list[NewEvent]
+) -> None:
+    """Any message from a sensor shows it is alive: note when, and say so if it was not."""
+    rows = await conn.fetch(
+        """
+        WITH old AS (
+            SELECT id, state FROM sensors WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE
+        )
+        UPDATE sensors AS s SET last_seen = $2, state = 'online'
+        FROM old WHERE s.id = old.id
+        RETURNING s.id, s.district_id, old.state AS previous
+        """,
+        sensor_ids,
+        now,
+    )
+    for row in sorted(rows, key=lambda r: str(r["id"])):
+        if row["previous"] != "online":
+            events.append(
+                NewEvent(
+                    "sensor.online",
+                    {"id": row["id"], "state": "online", "time": now.isoformat()},
+                    district_id=row["district_id"],
+                )
+            )
+
+
+# How long past its heartbeat interval a sensor may stay silent before we
+# call it offline: one missed heartbeat is jitter, not an outage.
+HEARTBEAT_GRACE = 1.5
+
+
+async def mark_silent_sensors(conn: asyncpg.Connection, now: datetime) -> int:
+    """Mark online sensors silent beyond their heartbeat interval offline, once.
+
+    Safe with several instances: the UPDATE's row locks make each sensor's
+    transition, and so its ``sensor.offline`` event, happen in one of them.
+
+    Returns:
+        how many sensors went offline.
+    """
+    async with conn.transaction():
+        rows = await conn.fetch(
+            """
+            UPDATE sensors SET state = 'offline'
+            WHERE state = 'online'
+              AND last_seen < $1::timestamptz - make_interval(secs => heartbeat_s * $2::float8)
+            RETURNING id, district_id, last_seen
+            """,
+            now,
+            HEARTBEAT_GRACE,
+        )
+        events = [
+            NewEvent(
+                "sensor.offline",
+                {
+                    "id": r["id"],
+                    "state": "offline",
+                    "time": now.isoformat(),
+                    "last_seen": r["last_seen"].isoformat(),
+                    "reason": "silent",
+                },
+                district_id=r["district_id"],
+            )
+            for r in sorted(rows, key=lambda r: str(r["id"]))
+        ]
+        await append_events(conn, events)
+    return len(rows)
+
+
 async def _store_positions(
     conn: asyncpg.Connection,
     positions: Sequence[tuple[Position, Raw]],
@@ -458,12 +480,80 @@ async def _store_states(
             )
 
 
+async def _store_statuses(
+    conn: asyncpg.Connection,
+    statuses: Sequence[tuple[StatusReport, Raw]],
+    dead: list[DeadLetter],
+    events: list[NewEvent],
+) -> None:
+    latest: dict[str, tuple[StatusReport, Raw]] = {}
+    for report, raw in statuses:
+        kept = latest.get(report.unit_id)
+        if kept is None or kept[0].time <= report.time:
+            latest[report.unit_id] = (report, raw)
+    for unit_id, (report, raw) in sorted(latest.items()):
+        # An older report than the one stored (reordered delivery) changes nothing.
+        row = await conn.fetchrow(
+            f"""
+            UPDATE units AS u SET status = $2, status_at = $3, updated_at = now()
+            WHERE u.id = $1 AND (u.status_at IS NULL OR u.status_at <= $3)
+            RETURNING {UNIT_COLUMNS}
+            """,
+            unit_id,
+            report.status,
+            report.time,
+        )
+        if row is not None:
+            data = unit_wire(row) | {"dispatch_id": report.dispatch_id}
+            events.append(NewEvent("unit.status", data, unit_id=unit_id, district_id=row["district_id"]))
+        elif not await conn.fetchval("SELECT true FROM units WHERE id = $1", unit_id):
+            dead.append(DeadLetter("mqtt", raw.topic, raw.payload, f"unknown unit {unit_id!r}"))
+
+
+async def _store_alert(
+    conn: asyncpg.Connection,
+    source: str,
+    alert: CapAlert,
+    raw: Raw,
+    now: datetime,
+    dead: list[DeadLetter],
+    events: list[NewEvent],
+) -> int:
+    """Apply one CAP message in a savepoint, so a bad one is dead-lettered alone.
+
+    Returns:
+        1 when it opened an incident, else 0.
+    """
+    try:
+        async with conn.transaction():
+            outcome = await apply_alert(conn, source, alert, now)
+    except Rejected as exc:
+        dead.append(DeadLetter("cap", raw.topic, raw.payload, f"CAP: {exc.reason}"))
+        return 0
+    if isinstance(outcome, str):
+        return 0
+    opened = 0
+    for name, incident, ref in outcome:
+        opened += name == "incident.opened"
+        events.append(
+            NewEvent(
+                name,
+                to_wire(incident, last_alert=ref),
+                incident_id=incident.id,
+                district_id=incident.district,
+            )
+        )
+    return opened
+
+
 async def store_batch(
     conn: asyncpg.Connection,
     *,
     alarms: Sequence[tuple[Alarm, Raw]] = (),
     positions: Sequence[tuple[Position, Raw]] = (),
     states: Sequence[tuple[str, str, Raw]] = (),
+    statuses: Sequence[tuple[StatusReport, Raw]] = (),
+    alerts: Sequence[tuple[str, CapAlert, Raw]] = (),
     rejected: Sequence[DeadLetter] = (),
     now: datetime,
     rules: Rules | None = None,
@@ -495,6 +585,11 @@ async def store_batch(
             await _store_positions(conn, positions, dead, events)
         if states:
             await _store_states(conn, states, now, dead, events)
+        if statuses:
+            await _store_statuses(conn, statuses, dead, events)
+        alerts_opened = 0
+        for source, alert, raw in alerts:
+            alerts_opened += await _store_alert(conn, source, alert, raw, now, dead, events)
         await insert_dead_letters(conn, dead)
         last_seq = await append_events(conn, events)
-    return BatchResult(stored, duplicates, opened, len(dead), len(events), last_seq)
+    return BatchResult(stored, duplicates, opened, len(dead), len(events), last_seq, alerts_opened)

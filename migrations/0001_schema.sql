@@ -144,6 +144,8 @@ CREATE TABLE units (
     district_id text REFERENCES districts (id),
     status      text NOT NULL DEFAULT 'available' CHECK (status IN
                     ('available', 'dispatched', 'en_route', 'on_scene', 'returning', 'out_of_service')),
+    -- When the unit last reported its status: older reports are ignored.
+    status_at   timestamptz,
     position    geometry(Point, 4326),
     position_at timestamptz,
     speed       double precision,

@@ -233,6 +233,51 @@ def parse_position(unit_id: str, payload: bytes, now: datetime) -> Position:
     )
 
 
+UNIT_STATUSES: tuple[str, ...] = (
+    "available",
+    "dispatched",
+    "en_route",
+    "on_scene",
+    "returning",
+    "out_of_service",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    """A unit's own status report (``units/{id}/status``)."""
+
+    unit_id: str
+    status: str
+    time: datetime
+    dispatch_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in UNIT_STATUSES:
+            raise Rejected(f"unknown unit status {self.status!r}")
+
+
+def parse_status(unit_id: str, payload: bytes, now: datetime) -> StatusReport:
+    """Parse a unit status report.
+
+    Raises:
+        Rejected: for anything that breaks the contract.
+    """
+    doc = decode_json_object(payload)
+    status = _string(doc, "status", required=True, limit=32)
+    time_text = _string(doc, "time", required=True, limit=64)
+    dispatch = doc.get("dispatch_id")
+    if dispatch is not None and not isinstance(dispatch, str | int):
+        raise Rejected("field 'dispatch_id' must be a string or an integer")
+    assert status is not None and time_text is not None
+    return StatusReport(
+        unit_id=unit_id,
+        status=status,
+        time=parse_time(time_text, now),
+        dispatch_id=str(dispatch) if dispatch is not None else None,
+    )
+
+
 def parse_state(payload: bytes) -> str:
     """``online`` / ``offline``, or a JSON heartbeat (which means online).
 

@@ -18,6 +18,8 @@ SUBSCRIPTIONS: tuple[str, ...] = (
     "sensors/+/alarm",
     "sensors/+/state",
     "units/+/position",
+    "units/+/status",
+    "cap/+",
 )
 
 
@@ -36,12 +38,26 @@ class UnitPosition:
     unit_id: str
 
 
-Route = SensorAlarm | SensorState | UnitPosition
+@dataclass(frozen=True, slots=True)
+class UnitStatus:
+    unit_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CapFeed:
+    """A CAP alert from an external feed, ``cap/{source}``."""
+
+    source: str
+
+
+Route = SensorAlarm | SensorState | UnitPosition | UnitStatus | CapFeed
 
 
 def parse_topic(topic: str) -> Route | None:
     """The route a topic names, or None when it is not one of ours or its id is malformed."""
     parts = topic.split("/")
+    if len(parts) == 2 and parts[0] == "cap" and ID_RE.match(parts[1]):
+        return CapFeed(parts[1])
     if len(parts) != 3 or not ID_RE.match(parts[1]):
         return None
     head, ident, leaf = parts
@@ -51,6 +67,8 @@ def parse_topic(topic: str) -> Route | None:
         return SensorState(ident)
     if head == "units" and leaf == "position":
         return UnitPosition(ident)
+    if head == "units" and leaf == "status":
+        return UnitStatus(ident)
     return None
 
 
