@@ -37,10 +37,18 @@ async def register_codecs(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await register_codecs(conn)
+    # We acknowledge an alarm to the broker once its transaction commits; an
+    # asynchronous commit could still be lost in a database crash after that
+    # acknowledgement. So whatever the server's default, ours are synchronous.
+    await conn.execute("SET synchronous_commit = on")
+
+
 async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
-    """A pool whose connections carry our codecs."""
+    """A pool whose connections carry our codecs and commit synchronously."""
     pool = await asyncpg.create_pool(
-        url, min_size=min_size, max_size=max_size, init=register_codecs, command_timeout=60
+        url, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=60
     )
     assert pool is not None
     return pool

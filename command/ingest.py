@@ -90,6 +90,11 @@ def parse_alerts(parsed: Parsed) -> None:
             parsed.alerts.append((source, parse_cap(raw.payload), raw))
         except Rejected as exc:
             parsed.rejected.append(DeadLetter("cap", raw.topic, raw.payload, f"CAP: {exc.reason}"))
+        except Exception as exc:  # a parser bug must not block the stream: see classify
+            log.exception("CAP parser failed on %s", raw.topic)
+            parsed.rejected.append(
+                DeadLetter("cap", raw.topic, raw.payload, f"CAP: parser error {exc!r}"[:300])
+            )
     parsed.cap_raw.clear()
 
 
@@ -115,6 +120,13 @@ def classify(messages: Sequence[Inbound], now: datetime) -> Parsed:
                     raise Rejected("topic is not one this server understands")
         except Rejected as exc:
             parsed.rejected.append(DeadLetter("mqtt", message.topic, message.payload, exc.reason))
+        except Exception as exc:
+            # The parsers promise to raise only Rejected; if one breaks that
+            # promise the input is still what broke it. Dead-letter it (and
+            # log loudly) rather than retry a batch that can never succeed.
+            log.exception("parser failed on %s", message.topic)
+            reason = f"parser error {exc!r}"[:300]
+            parsed.rejected.append(DeadLetter("mqtt", message.topic, message.payload, reason))
     return parsed
 
 
@@ -157,8 +169,8 @@ class Ingest:
                 log.warning("ingest: database unavailable (%s); retrying in %.1f s", exc, delay)
             except asyncpg.PostgresError as exc:
                 if len(batch) == 1:
-                    await self._dead_letter(batch[0], f"database rejected it: {exc}")
-                    return BatchResult(dead_letters=1)
+                    source = await self._dead_letter(batch[0], f"database rejected it: {exc}")
+                    return BatchResult(dead_letters=1, cap_dead_letters=int(source == "cap"))
                 log.warning("ingest: batch of %d rejected (%s); storing one by one", len(batch), exc)
                 results = [await self._store([message]) for message in batch]
                 return BatchResult(
@@ -166,6 +178,8 @@ class Ingest:
                     alarms_duplicate=sum(r.alarms_duplicate for r in results),
                     incidents_opened=sum(r.incidents_opened for r in results),
                     dead_letters=sum(r.dead_letters for r in results),
+                    cap_dead_letters=sum(r.cap_dead_letters for r in results),
+                    alerts_opened=sum(r.alerts_opened for r in results),
                 )
             except Exception:
                 # A bug of ours, not bad input: dead-lettering would throw the
@@ -207,17 +221,20 @@ class Ingest:
         m.alarms_duplicate.inc(result.alarms_duplicate)
         m.incidents_opened.inc(result.incidents_opened)
         if result.dead_letters:
-            m.dead_letters.labels("mqtt").inc(result.dead_letters)
+            m.dead_letters.labels("mqtt").inc(result.dead_letters - result.cap_dead_letters)
+            m.dead_letters.labels("cap").inc(result.cap_dead_letters)
         m.incidents_opened.inc(result.alerts_opened)
 
-    async def _dead_letter(self, message: Inbound, reason: str) -> None:
-        letter = DeadLetter("mqtt", message.topic, message.payload, reason)
+    async def _dead_letter(self, message: Inbound, reason: str) -> str:
+        """Store one dead letter, retrying until the database takes it. Returns its source."""
+        source = "cap" if message.topic.startswith("cap/") else "mqtt"
+        letter = DeadLetter(source, message.topic, message.payload, reason)
         delay = 0.1
         while True:
             try:
                 async with self._pool.acquire() as conn:
                     await store_batch(conn, rejected=[letter], now=self._clock())
-                return
+                return source
             except TRANSIENT as exc:
                 log.warning("ingest: cannot store dead letter (%s); retrying", exc)
                 await asyncio.sleep(delay)

@@ -46,6 +46,9 @@ def free_port() -> int:
 
 def _port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # As the servers themselves bind: connections of the previous run
+        # lingering in TIME_WAIT must not make us move to another port.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -252,6 +255,10 @@ class EmbeddedPostgres:
             args += ["-T", template]
         self._run(self._bindir / "createdb", *args, name, env=env)
         return self.url.rsplit("/", 1)[0] + "/" + name
+
+    def crash(self) -> None:
+        """Immediate shutdown, as a crash: no checkpoint, recovery from WAL at the next start."""
+        self._run(self._bindir / "pg_ctl", "-D", self.datadir, "-m", "immediate", "-w", "stop")
 
     def stop(self) -> None:
         """Fast shutdown: roll back open transactions, checkpoint, exit."""

@@ -65,6 +65,7 @@ class BatchResult:
     events: int = 0
     last_seq: int | None = None
     alerts_opened: int = 0
+    cap_dead_letters: int = 0
 
 
 async def append_events(conn: asyncpg.Connection, events: Sequence[NewEvent]) -> int | None:
@@ -418,9 +419,12 @@ async def _store_positions(
     known = {
         r["id"] for r in await conn.fetch("SELECT id FROM units WHERE id = ANY($1::text[])", list(latest))
     }
-    for unit_id in sorted(latest.keys() - known):
-        _, raw = latest.pop(unit_id)
-        dead.append(DeadLetter("mqtt", raw.topic, raw.payload, f"unknown unit {unit_id!r}"))
+    # Every report from an unknown unit is dead-lettered, not just the latest.
+    for position, raw in positions:
+        if position.unit_id not in known:
+            dead.append(DeadLetter("mqtt", raw.topic, raw.payload, f"unknown unit {position.unit_id!r}"))
+    for unit_id in latest.keys() - known:
+        del latest[unit_id]
     if not latest:
         return
     reports = [p for p, _ in latest.values()]
@@ -456,7 +460,7 @@ async def _store_states(
     events: list[NewEvent],
 ) -> None:
     latest = {sensor_id: (state, raw) for sensor_id, state, raw in states}
-    for sensor_id, (state, raw) in sorted(latest.items()):
+    for sensor_id, (state, _raw) in sorted(latest.items()):
         row = await conn.fetchrow(
             """
             WITH old AS (SELECT state FROM sensors WHERE id = $1 FOR UPDATE)
@@ -469,7 +473,11 @@ async def _store_states(
             now,
         )
         if row is None:
-            dead.append(DeadLetter("mqtt", raw.topic, raw.payload, f"unregistered sensor {sensor_id!r}"))
+            dead.extend(
+                DeadLetter("mqtt", r.topic, r.payload, f"unregistered sensor {sensor_id!r}")
+                for s, _, r in states
+                if s == sensor_id
+            )
         elif row["previous"] != state:
             events.append(
                 NewEvent(
@@ -491,7 +499,7 @@ async def _store_statuses(
         kept = latest.get(report.unit_id)
         if kept is None or kept[0].time <= report.time:
             latest[report.unit_id] = (report, raw)
-    for unit_id, (report, raw) in sorted(latest.items()):
+    for unit_id, (report, _raw) in sorted(latest.items()):
         # An older report than the one stored (reordered delivery) changes nothing.
         row = await conn.fetchrow(
             f"""
@@ -507,7 +515,11 @@ async def _store_statuses(
             data = unit_wire(row) | {"dispatch_id": report.dispatch_id}
             events.append(NewEvent("unit.status", data, unit_id=unit_id, district_id=row["district_id"]))
         elif not await conn.fetchval("SELECT true FROM units WHERE id = $1", unit_id):
-            dead.append(DeadLetter("mqtt", raw.topic, raw.payload, f"unknown unit {unit_id!r}"))
+            dead.extend(
+                DeadLetter("mqtt", r.topic, r.payload, f"unknown unit {unit_id!r}")
+                for s, r in statuses
+                if s.unit_id == unit_id
+            )
 
 
 async def _store_alert(
@@ -592,4 +604,13 @@ async def store_batch(
             alerts_opened += await _store_alert(conn, source, alert, raw, now, dead, events)
         await insert_dead_letters(conn, dead)
         last_seq = await append_events(conn, events)
-    return BatchResult(stored, duplicates, opened, len(dead), len(events), last_seq, alerts_opened)
+    return BatchResult(
+        stored,
+        duplicates,
+        opened,
+        len(dead),
+        len(events),
+        last_seq,
+        alerts_opened,
+        sum(d.source == "cap" for d in dead),
+    )

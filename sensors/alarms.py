@@ -108,6 +108,8 @@ def decode_json_object(payload: bytes) -> dict[str, Any]:
         raise Rejected(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise Rejected("invalid JSON: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer beyond Python's digit limit
+        raise Rejected(f"invalid JSON: {str(exc)[:80]}") from None
     if not isinstance(value, dict):
         raise Rejected(f"payload must be a JSON object, got {type(value).__name__}")
     return value
@@ -135,7 +137,10 @@ def _number(doc: dict[str, Any], name: str) -> float | None:
     # bool is an int to Python but not a number to anyone sending JSON.
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise Rejected(f"field {name!r} must be a number, got {type(value).__name__}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        raise Rejected(f"field {name!r} is out of range") from None
     if not math.isfinite(number):
         raise Rejected(f"field {name!r} is not finite")
     return number
@@ -284,6 +289,8 @@ def parse_state(payload: bytes) -> str:
     Raises:
         Rejected: anything else.
     """
+    if len(payload) > MAX_PAYLOAD:
+        raise Rejected(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
     text = payload.strip()
     if text in (b"online", b"offline"):
         return text.decode()
