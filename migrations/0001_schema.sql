@@ -98,7 +98,11 @@ CREATE TABLE alarms (
     kind        text NOT NULL,
     severity    text NOT NULL,
     time        timestamptz NOT NULL,
+    -- received_at: when the ingest took the message (its batch's clock);
+    -- stored_at: when the row was written, moments before its commit. With
+    -- the alarm's own time they give publish-to-store latency per alarm.
     received_at timestamptz NOT NULL DEFAULT now(),
+    stored_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
     location    geometry(Point, 4326) NOT NULL,
     value       double precision,
     unit        text,
