@@ -30,6 +30,8 @@ from shapely.geometry import LineString, MultiLineString, MultiPolygon, Point, P
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import split, unary_union
 
+from sensors.alarms import KINDS
+
 # --- The box the city lives in --------------------------------------------
 
 CENTER_LAT = 30.27
@@ -54,24 +56,8 @@ REFERENCE_DATE = date(2026, 11, 1)
 
 # --- Vocabularies -----------------------------------------------------------
 
-#: Alarm kinds of the MQTT alarm contract (design section 3).
-ALARM_KINDS: tuple[str, ...] = (
-    "fire",
-    "smoke",
-    "gas_leak",
-    "flood",
-    "water_level",
-    "earthquake",
-    "landslide",
-    "traffic_accident",
-    "structure_collapse",
-    "hazmat",
-    "power_outage",
-    "air_quality",
-    "medical",
-    "crowd",
-    "other",
-)
+#: Alarm kinds of the MQTT alarm contract (design section 3), in a fixed order.
+ALARM_KINDS: tuple[str, ...] = tuple(sorted(KINDS))
 SENSOR_KINDS: tuple[str, ...] = (
     "smoke",
     "gas",

@@ -12,26 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sensors.alarms import SEVERITIES
-
-# The plan's four classes of events.
-CATEGORY_OF_KIND: dict[str, str] = {
-    "fire": "accident",
-    "smoke": "accident",
-    "gas_leak": "accident",
-    "hazmat": "accident",
-    "traffic_accident": "accident",
-    "structure_collapse": "accident",
-    "power_outage": "accident",
-    "flood": "natural_disaster",
-    "water_level": "natural_disaster",
-    "earthquake": "natural_disaster",
-    "landslide": "natural_disaster",
-    "air_quality": "public_health",
-    "medical": "public_health",
-    "crowd": "public_security",
-    "other": "public_security",
-}
+from sensors.alarms import CATEGORY_OF_KIND, SEVERITIES
 
 STATUSES: tuple[str, ...] = (
     "new",

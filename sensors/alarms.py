@@ -35,6 +35,26 @@ KINDS: frozenset[str] = frozenset(
     }
 )
 
+# The plan's four classes of events.
+CATEGORY_OF_KIND: dict[str, str] = {
+    "fire": "accident",
+    "smoke": "accident",
+    "gas_leak": "accident",
+    "hazmat": "accident",
+    "traffic_accident": "accident",
+    "structure_collapse": "accident",
+    "power_outage": "accident",
+    "flood": "natural_disaster",
+    "water_level": "natural_disaster",
+    "earthquake": "natural_disaster",
+    "landslide": "natural_disaster",
+    "air_quality": "public_health",
+    "medical": "public_health",
+    "crowd": "public_security",
+    "other": "public_security",
+}
+
+
 # CAP 1.2 severity, most severe first; the order is the ranking.
 SEVERITIES: tuple[str, ...] = ("Extreme", "Severe", "Moderate", "Minor", "Unknown")
 

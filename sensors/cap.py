@@ -33,7 +33,7 @@ from shapely.errors import GEOSException
 from shapely.geometry import Polygon
 from shapely.geometry.base import BaseGeometry
 
-from sensors.alarms import KINDS, SEVERITIES, Rejected
+from sensors.alarms import CATEGORY_OF_KIND, KINDS, SEVERITIES, Rejected
 
 # 256 KiB would reject real IPAWS alerts: they embed the broadcast audio as
 # base64 in <resource><derefUri>, and one of the archive samples is 449 KiB.
@@ -99,7 +99,7 @@ MAX_REPAIR_POINTS = 1000  # vertices of the invalid rings one alert may ask us t
 MAX_REPAIR_RING = 300  # vertices of one invalid ring we will try to repair
 
 # CAP category -> the plan's four classes of events. "Other" is decided by the
-# kind instead (see _CATEGORY_OF_KIND).
+# kind instead (see sensors.alarms.CATEGORY_OF_KIND).
 CATEGORY_OF_CAP: dict[str, str] = {
     "Geo": "natural_disaster",
     "Met": "natural_disaster",
@@ -115,26 +115,6 @@ CATEGORY_OF_CAP: dict[str, str] = {
 }
 
 INCIDENT_CATEGORIES: frozenset[str] = frozenset(CATEGORY_OF_CAP.values())
-
-# Mirrors command.incidents.CATEGORY_OF_KIND (sensors may not import command),
-# used only when the CAP category says nothing ("Other").
-_CATEGORY_OF_KIND: dict[str, str] = {
-    "fire": "accident",
-    "smoke": "accident",
-    "gas_leak": "accident",
-    "hazmat": "accident",
-    "traffic_accident": "accident",
-    "structure_collapse": "accident",
-    "power_outage": "accident",
-    "flood": "natural_disaster",
-    "water_level": "natural_disaster",
-    "earthquake": "natural_disaster",
-    "landslide": "natural_disaster",
-    "air_quality": "public_health",
-    "medical": "public_health",
-    "crowd": "public_security",
-    "other": "public_security",
-}
 
 # Event text -> alarm kind. Ordered: the first rule with a matching word wins,
 # so the specific comes before the general ("storm surge" is a flood before
@@ -771,7 +751,7 @@ def category_of(categories: tuple[str, ...], kind: str) -> str:
     for category in categories:
         if category in CATEGORY_OF_CAP:
             return CATEGORY_OF_CAP[category]
-    return _CATEGORY_OF_KIND[kind]
+    return CATEGORY_OF_KIND[kind]
 
 
 def choose_info(alert: CapAlert) -> CapInfo:

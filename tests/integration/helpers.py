@@ -106,6 +106,15 @@ async def seed_minimal(database_url: str) -> dict[str, str]:
         await conn.close()
 
 
+async def wait_for_value(conn: asyncpg.Connection, sql: str, expected: object, timeout: float = 10.0) -> None:
+    """Poll ``sql`` until it returns ``expected``; fail with the last value after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (value := await conn.fetchval(sql)) != expected:
+        assert loop.time() < deadline, f"{sql!r} gave {value!r}, expected {expected!r}"
+        await asyncio.sleep(0.05)
+
+
 class Publisher:
     """A real MQTT client publishing with QoS 1 and waiting for the broker's PUBACK."""
 

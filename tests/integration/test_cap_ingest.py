@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import asyncpg
 import pytest
 
 from sensors.cap import parse_cap
-from tests.integration.helpers import console, publisher, running_server, seed_minimal, settings_for
+from tests.integration.helpers import (
+    console,
+    publisher,
+    running_server,
+    seed_minimal,
+    settings_for,
+    wait_for_value,
+)
 
 SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "cap-samples"
 EARTHQUAKE_UPDATE = SAMPLES / "v1dot2_appendix_adot3.xml"
@@ -28,14 +34,6 @@ def _earthquake(msg_type: str, identifier: str, references: str | None, sent: st
     return text.encode()
 
 
-async def _wait(conn: asyncpg.Connection, sql: str, expected: object, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while (value := await conn.fetchval(sql)) != expected:
-        assert loop.time() < deadline, f"{sql!r} gave {value!r}, expected {expected!r}"
-        await asyncio.sleep(0.05)
-
-
 async def test_every_sample_is_taken_and_nothing_dead_lettered(
     database_url: str, mqtt_url: str, conn: asyncpg.Connection
 ) -> None:
@@ -49,12 +47,12 @@ async def test_every_sample_is_taken_and_nothing_dead_lettered(
     async with running_server(settings), publisher(mqtt_url) as pub:
         for path in samples:
             await pub.publish("cap/samples", path.read_bytes())
-        await _wait(conn, "SELECT count(*) FROM cap_messages", len(identities))
+        await wait_for_value(conn, "SELECT count(*) FROM cap_messages", len(identities))
         # Redelivery of every document changes nothing.
         for path in samples:
             await pub.publish("cap/samples", path.read_bytes())
         await pub.publish("cap/samples", b"<alert")  # a marker we can wait for
-        await _wait(conn, "SELECT count(*) FROM dead_letters", 1)
+        await wait_for_value(conn, "SELECT count(*) FROM dead_letters", 1)
     assert await conn.fetchval("SELECT count(*) FROM cap_messages") == len(identities)
     assert (await conn.fetchval("SELECT reason FROM dead_letters")).startswith("CAP: ")
     incidents = await conn.fetch(
@@ -136,6 +134,6 @@ async def test_exercise_is_recorded_but_opens_nothing(
     exercise = EARTHQUAKE_UPDATE.read_text().replace("<status>Actual</status>", "<status>Exercise</status>")
     async with running_server(settings), publisher(mqtt_url) as pub:
         await pub.publish("cap/drill", exercise.encode())
-        await _wait(conn, "SELECT count(*) FROM cap_messages", 1)
+        await wait_for_value(conn, "SELECT count(*) FROM cap_messages", 1)
     assert await conn.fetchval("SELECT count(*) FROM incidents") == 0
     assert await conn.fetchval("SELECT status FROM cap_messages") == "Exercise"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 
 import aiohttp
@@ -15,18 +14,8 @@ from tests.integration.helpers import (
     running_server,
     seed_minimal,
     settings_for,
+    wait_for_value,
 )
-
-
-async def _wait_for(conn: asyncpg.Connection, sql: str, expected: object, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = await conn.fetchval(sql)
-        if value == expected:
-            return
-        assert loop.time() < deadline, f"{sql!r} gave {value!r}, expected {expected!r}"
-        await asyncio.sleep(0.05)
 
 
 async def test_alarm_reaches_console_after_snapshot_and_rest(database_url: str, mqtt_url: str) -> None:
@@ -91,7 +80,7 @@ async def test_redelivered_alarm_changes_nothing(
             await ws.until("incident.opened")
             await pub.publish("sensors/S-1/alarm", alarm("marker"))
             await ws.until("incident.updated")
-        await _wait_for(conn, "SELECT count(*) FROM alarms", 2)
+        await wait_for_value(conn, "SELECT count(*) FROM alarms", 2)
         assert await conn.fetchval("SELECT count(*) FROM incidents") == 1
         assert await conn.fetchval("SELECT alarm_count FROM incidents") == 2
 
@@ -148,7 +137,7 @@ async def test_malformed_payloads_are_dead_lettered_and_server_keeps_serving(
             await pub.publish("sensors/S-1/alarm", alarm("good"))
             event = await ws.until("incident.opened")
             assert event["data"]["last_alarm"]["id"] == "good"
-        await _wait_for(conn, "SELECT count(*) FROM dead_letters", len(bad))
+        await wait_for_value(conn, "SELECT count(*) FROM dead_letters", len(bad))
         reasons = [r["reason"] for r in await conn.fetch("SELECT reason FROM dead_letters ORDER BY id")]
         for (_, _, expected), reason in zip(bad, reasons, strict=True):
             assert expected in reason, (expected, reason)

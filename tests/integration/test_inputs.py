@@ -51,17 +51,10 @@ from tests.integration.helpers import (
     running_server,
     seed_minimal,
     settings_for,
+    wait_for_value,
 )
 
 # ------------------------------------------------------------------ helpers
-
-
-async def _wait(conn: asyncpg.Connection, sql: str, expected: object, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while (value := await conn.fetchval(sql)) != expected:
-        assert loop.time() < deadline, f"{sql!r} gave {value!r}, expected {expected!r}"
-        await asyncio.sleep(0.05)
 
 
 async def _collect_until(
@@ -586,7 +579,7 @@ async def test_thousand_malformed_messages_each_become_one_dead_letter(
             await pub.publish(ALARM_TOPIC, alarm("the-good-one"))
             opened = await ws.until("incident.opened", timeout=30)
         assert opened["data"]["last_alarm"]["id"] == "the-good-one"
-        await _wait(conn, "SELECT count(*) FROM dead_letters", FLOOD_SIZE, timeout=10)
+        await wait_for_value(conn, "SELECT count(*) FROM dead_letters", FLOOD_SIZE, timeout=10)
 
         async with aiohttp.ClientSession() as http, http.get(f"{_base(settings)}/healthz") as r:
             assert r.status == 200
@@ -718,7 +711,7 @@ async def test_unit_status_reports(database_url: str, mqtt_url: str, conn: async
             # Published after it, so stored after it: once these are dead letters, it was handled.
             await pub.publish(STATUS_TOPIC, {"status": "teleporting", "time": reported.isoformat()})
             await pub.publish("units/U-404/status", {"status": "available", "time": reported.isoformat()})
-            await _wait(conn, "SELECT count(*) FROM dead_letters", 2)
+            await wait_for_value(conn, "SELECT count(*) FROM dead_letters", 2)
 
     row = await conn.fetchrow("SELECT status, status_at FROM units WHERE id = 'U-1'")
     assert (row["status"], row["status_at"]) == ("en_route", reported)
@@ -741,7 +734,7 @@ async def test_cap_dead_letters_are_counted_under_source_cap(
     async with running_server(settings), publisher(mqtt_url) as pub:
         await pub.publish(CAP_TOPIC, b"<alert")
         await pub.publish(ALARM_TOPIC, b"{")
-        await _wait(conn, "SELECT count(*) FROM dead_letters", 2)
+        await wait_for_value(conn, "SELECT count(*) FROM dead_letters", 2)
         assert await conn.fetchval("SELECT array_agg(source ORDER BY id) FROM dead_letters") == [
             "cap",
             "mqtt",
@@ -794,5 +787,5 @@ async def test_contract_gaps_are_dead_lettered(
     async with running_server(settings), publisher(mqtt_url) as pub:
         await pub.publish(topic, payload)
         await pub.publish(ALARM_TOPIC, alarm("after-it"))
-        await _wait(conn, "SELECT count(*) FROM alarms WHERE alarm_id = 'after-it'", 1, timeout=4)
+        await wait_for_value(conn, "SELECT count(*) FROM alarms WHERE alarm_id = 'after-it'", 1, timeout=4)
     assert [r["topic"] for r in await conn.fetch("SELECT topic FROM dead_letters")] == [topic]

@@ -27,26 +27,11 @@ from command.demo_city import (
     distance_m,
     sensor_alarm_kinds,
 )
+from sensors.alarms import KINDS
 
 # Same pattern as the CHECK constraints on sensors.id and units.id.
 DB_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-CONTRACT_ALARM_KINDS = {
-    "fire",
-    "smoke",
-    "gas_leak",
-    "flood",
-    "water_level",
-    "earthquake",
-    "landslide",
-    "traffic_accident",
-    "structure_collapse",
-    "hazmat",
-    "power_outage",
-    "air_quality",
-    "medical",
-    "crowd",
-    "other",
-}
+CONTRACT_ALARM_KINDS = KINDS  # the contract's vocabulary, from the parser that enforces it
 
 
 @pytest.fixture(scope="module")

@@ -21,26 +21,10 @@ from command.simulation import (
     cruise_speed,
     rfc3339,
 )
-from sensors.alarms import parse_alarm, parse_position
+from sensors.alarms import KINDS, parse_alarm, parse_position
 
 START = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
-ALARM_KINDS = {
-    "fire",
-    "smoke",
-    "gas_leak",
-    "flood",
-    "water_level",
-    "earthquake",
-    "landslide",
-    "traffic_accident",
-    "structure_collapse",
-    "hazmat",
-    "power_outage",
-    "air_quality",
-    "medical",
-    "crowd",
-    "other",
-}
+ALARM_KINDS = KINDS  # the contract's vocabulary, from the parser that enforces it
 SEVERITIES = {"Extreme", "Severe", "Moderate", "Minor", "Unknown"}
 ALARM_FIELDS = {"id", "kind", "severity", "time", "lat", "lon", "value", "unit", "message"}
 # RFC 3339 date-time: an offset (or Z) is mandatory.
