@@ -28,12 +28,20 @@ from pathlib import Path
 import asyncpg
 import paho.mqtt.client as paho
 import pytest
+from aiohttp import web
 from shapely.geometry import Point
 
 from command import db
+from command.keys import METRICS
 from command.migrations import migrate
 from command.services import EmbeddedMosquitto, EmbeddedPostgres, free_port
-from tests.integration.helpers import SESSIONS, Publisher, publisher, running_server, settings_for
+from tests.integration.helpers import (
+    SESSIONS,
+    Publisher,
+    publisher,
+    running_server,
+    settings_for,
+)
 
 EMERGENCY = str(Path(sys.executable).with_name("emergency"))
 SENSORS = 20  # all within 100 m: one fire cluster
@@ -274,3 +282,33 @@ async def test_broker_kill_mid_flood_loses_nothing_it_acknowledged(
         assert 0 < len(acknowledged) < 1500  # the kill really cut the flood
     finally:
         await asyncio.to_thread(broker.stop)
+
+
+# -- two instances, one cluster ---------------------------------------------------
+
+
+async def test_two_instances_ingesting_the_same_flood_open_one_incident(
+    database_url: str, mqtt_url: str, conn: asyncpg.Connection
+) -> None:
+    """Both instances receive every alarm (separate sessions, no shared subscription)
+    and store concurrently: each alarm once, one incident, counts not doubled."""
+    await _seed_cluster(database_url)
+    first, second = settings_for(database_url, mqtt_url), settings_for(database_url, mqtt_url)
+    async with running_server(first) as a, running_server(second) as b, publisher(mqtt_url) as pub:
+        acknowledged = await _acknowledged(await _flood(pub, 2000))
+        await _wait_stored(conn, acknowledged)
+
+        def seen(app: web.Application) -> float:
+            m = app[METRICS]
+            return float(m.alarms_stored._value.get() + m.alarms_duplicate._value.get())
+
+        # Wait until each instance has handled every alarm itself.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while seen(a) < 2000 or seen(b) < 2000:
+            assert loop.time() < deadline, (seen(a), seen(b))
+            await asyncio.sleep(0.1)
+        stored = [app[METRICS].alarms_stored._value.get() for app in (a, b)]
+    # Between them they stored each alarm once; the rest they recognised as copies.
+    assert sum(stored) == 2000, stored
+    await _assert_exactly_once(conn, acknowledged)
