@@ -257,7 +257,10 @@ async def travel_times(
     costs: dict[int, float] = {target.vertex: 0.0}
     if vertices:
         rows = await conn.fetch(
-            "SELECT start_vid, agg_cost FROM pgr_dijkstraCost($1, $2::bigint[], $3::bigint, directed => true)",
+            """
+            SELECT start_vid, agg_cost
+            FROM pgr_dijkstraCost($1, $2::bigint[], $3::bigint, directed => true)
+            """,
             _edges_sql(closing_kinds, exclude_incident),
             vertices,
             target.vertex,

@@ -77,7 +77,10 @@ async def _line(
     line = LineString([a, b])
     length = await conn.fetchval("SELECT ST_Length($1::geometry::geography)", line)
     await conn.execute(
-        "INSERT INTO roads (source, target, length_m, speed_kmh, oneway, geom) VALUES ($1, $2, $3, $4, $5, $6)",
+        """
+        INSERT INTO roads (source, target, length_m, speed_kmh, oneway, geom)
+        VALUES ($1, $2, $3, $4, $5, $6)
+        """,
         source,
         target,
         length,
@@ -106,8 +109,10 @@ async def test_route_around_a_closure_takes_longer_as_computed_by_hand(conn: asy
     async def flood(area: MultiPolygon | object) -> int:
         incident: int = await conn.fetchval(
             """
-            INSERT INTO incidents (kind, category, severity, location, area, title, opened_at, updated_at)
-            VALUES ('flood', 'natural_disaster', 'Severe', ST_Centroid($1::geometry), $1, 'flood', now(), now())
+            INSERT INTO incidents (kind, category, severity, location, area, title,
+                                   opened_at, updated_at)
+            VALUES ('flood', 'natural_disaster', 'Severe', ST_Centroid($1::geometry), $1, 'flood',
+                    now(), now())
             RETURNING id
             """,
             area,
@@ -141,7 +146,10 @@ async def test_one_way_streets_are_respected(conn: asyncpg.Connection) -> None:
 async def test_places_and_stock_near(conn: asyncpg.Connection) -> None:
     here = Point(120.15, 30.27)
     await conn.execute(
-        "INSERT INTO hazards (id, kind, name, geom) VALUES ('H-1', 'gas_station', 'near', $1), ('H-2', 'gas_station', 'far', $2)",
+        """
+        INSERT INTO hazards (id, kind, name, geom)
+        VALUES ('H-1', 'gas_station', 'near', $1), ('H-2', 'gas_station', 'far', $2)
+        """,
         Point(120.151, 30.27),
         Point(120.20, 30.27),
     )
