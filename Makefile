@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
-.PHONY: install demo test lint unit clean
+.PHONY: install demo test lint unit bench clean
 
 install:
 	@bash tools/install.sh
@@ -8,7 +8,7 @@ demo: install
 	.venv/bin/emergency up
 
 lint: install
-	.venv/bin/ruff check command sensors dispatch tests
+	.venv/bin/ruff check command sensors dispatch tests bench
 	.venv/bin/mypy
 
 unit: install
@@ -17,6 +17,10 @@ unit: install
 test: install lint
 	cd frontend && npm test --silent
 	.venv/bin/python -m pytest -q -p no:cacheprovider
+
+# Benchmarks (bench/): never part of `make test`; results land in bench/results/.
+bench: install
+	.venv/bin/python -m bench
 
 clean:
 	rm -rf .venv frontend/node_modules

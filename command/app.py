@@ -25,10 +25,11 @@ from command.correlation import parse_rules
 from command.feed import Feed
 from command.hub import Hub
 from command.ingest import Ingest
-from command.keys import HUB, METRICS, MQTT, POOL, SETTINGS
+from command.keys import HUB, METRICS, MQTT, PLANS, POOL, SETTINGS
 from command.metrics import Metrics
 from command.settings import Settings
 from command.store import mark_silent_sensors
+from dispatch.plans import parse_plans
 from sensors.mqtt import MqttSession
 from sensors.topics import SUBSCRIPTIONS
 
@@ -148,6 +149,8 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[HUB] = Hub(queue_max=settings.client_queue_max)
+    # Validated at start-up: a bad plans file stops the server, not a commander's click.
+    app[PLANS] = parse_plans(settings.plans_path.read_text())
     app.cleanup_ctx.extend([pool_ctx, feed_ctx, liveness_ctx, mqtt_ctx])
     app.on_shutdown.append(close_consoles)
     routes.add_routes(app)

@@ -8,6 +8,7 @@ from aiohttp import web
 from command.hub import Hub
 from command.metrics import Metrics
 from command.settings import Settings
+from dispatch.plans import Plans
 from sensors.mqtt import MqttSession
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -15,3 +16,4 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 METRICS = web.AppKey("metrics", Metrics)
 HUB = web.AppKey("hub", Hub)
 MQTT = web.AppKey("mqtt", MqttSession)
+PLANS = web.AppKey("plans", Plans)

@@ -14,6 +14,7 @@ from command.feed import event_from_row
 from command.feed_protocol import Event, Principal, visible
 from command.incidents import ENDED, to_wire
 from command.rows import INCIDENT_COLUMNS, UNIT_COLUMNS, incident_from_row, unit_wire
+from dispatch.recommendation import IncidentPlace
 
 
 def _geojson(geom: Any) -> dict[str, Any] | None:
@@ -97,6 +98,25 @@ async def get_incident(
         {"seq": t["seq"], "name": t["name"], "time": t["created_at"].isoformat()} for t in timeline
     ]
     return incident
+
+
+async def incident_place(
+    conn: asyncpg.Connection, principal: Principal, incident_id: int
+) -> IncidentPlace | None:
+    """The incident's kind, severity and geometry, or None when absent or out of scope."""
+    scope, args = _incident_scope(principal)
+    n = len(args)
+    row = await conn.fetchrow(
+        f"""
+        SELECT i.id, i.kind, i.severity, i.location, i.area FROM incidents i
+        WHERE {scope} AND i.id = ${n + 1}
+        """,
+        *args,
+        incident_id,
+    )
+    if row is None:
+        return None
+    return IncidentPlace(row["id"], row["kind"], row["severity"], row["location"], row["area"])
 
 
 async def list_units(conn: asyncpg.Connection, principal: Principal) -> list[dict[str, Any]]:

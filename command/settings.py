@@ -69,6 +69,11 @@ class Settings:
     # also the bound of the ingest queue, which therefore can never overflow.
     receive_maximum: int = 1000
     client_queue_max: int = 1000
+    # Units whose last position is older than this are not recommended.
+    position_max_age_s: int = 900
+    plans_path: Path = field(
+        default_factory=lambda: Path(__file__).resolve().parent.parent / "dispatch" / "plans.toml"
+    )
     correlation_rules_path: Path = field(
         default_factory=lambda: Path(__file__).resolve().parent / "rules" / "correlation.toml"
     )
@@ -109,6 +114,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     if mqtt_url:
         MqttTarget.from_url(mqtt_url)  # fail at start-up, not at first connect
     rules_path = env.get("EMERGENCY_CORRELATION_RULES")
+    plans_path = env.get("EMERGENCY_PLANS")
     settings = Settings(
         database_url=env.get("EMERGENCY_DATABASE_URL") or None,
         mqtt_url=mqtt_url,
@@ -117,5 +123,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         data_dir=Path(env.get("EMERGENCY_DATA_DIR", "var")),
         instance=env.get("EMERGENCY_INSTANCE") or platform.node(),
         token_ttl_s=_int(env, "EMERGENCY_TOKEN_TTL_S", 12 * 3600),
+        position_max_age_s=_int(env, "EMERGENCY_POSITION_MAX_AGE_S", 900),
     )
+    if plans_path:
+        settings = replace(settings, plans_path=Path(plans_path))
     return replace(settings, correlation_rules_path=Path(rules_path)) if rules_path else settings

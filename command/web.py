@@ -19,7 +19,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from command import accounts, queries
 from command.feed_protocol import Principal
-from command.keys import HUB, METRICS, MQTT, POOL, SETTINGS
+from command.keys import HUB, METRICS, MQTT, PLANS, POOL, SETTINGS
+from dispatch.recommendation import recommend_for
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +183,27 @@ async def get_incident(request: web.Request) -> web.Response:
     return web.json_response(incident)
 
 
+async def get_recommendation(request: web.Request) -> web.Response:
+    """Who and what should go to an incident, and how soon they can be there."""
+    principal = principal_of(request)
+    try:
+        incident_id = int(request.match_info["id"])
+    except ValueError:
+        raise ApiError(404, "not_found", "no such incident") from None
+    async with request.app[POOL].acquire() as conn:
+        place = await queries.incident_place(conn, principal, incident_id)
+        if place is None:
+            raise ApiError(404, "not_found", "no such incident")
+        body = await recommend_for(
+            conn,
+            place,
+            request.app[PLANS],
+            now=now(),
+            position_max_age=timedelta(seconds=request.app[SETTINGS].position_max_age_s),
+        )
+    return web.json_response(body)
+
+
 def _require(request: web.Request, *roles: str) -> Principal:
     principal = principal_of(request)
     if principal.role not in roles:
@@ -282,6 +304,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/me", me)
     r.add_get("/api/incidents", list_incidents)
     r.add_get("/api/incidents/{id}", get_incident)
+    r.add_get("/api/incidents/{id}/recommendation", get_recommendation)
     r.add_get("/api/units", list_units)
     r.add_get("/api/depots", _city_layer("depots", queries.list_depots))
     r.add_get("/api/hazards", _city_layer("hazards", queries.list_hazards))

@@ -20,6 +20,9 @@ PURE = [
     "command/auth.py",
     "command/demo_city.py",
     "command/simulation.py",
+    "dispatch/units.py",
+    "dispatch/plans.py",
+    "dispatch/planner.py",
 ]
 FORBIDDEN = {"asyncio", "aiohttp", "asyncpg", "paho", "aiomqtt", "websockets", "socket", "subprocess"}
 
