@@ -201,13 +201,10 @@ async def _store_alarms(
     )
     nearby = await _candidates(conn, fresh, rules)
     opened = 0
+    links: list[tuple[int, int]] = []  # (alarm row, incident)
     for group in correlate(fresh, nearby, rules):
         incident = await _apply_group(conn, group, now)
-        await conn.execute(
-            "UPDATE alarms SET incident_id = $1 WHERE id = ANY($2::bigint[])",
-            incident.id,
-            [row_ids[(c.alarm.sensor_id, c.alarm.id)] for c in group.alarms],
-        )
+        links += [(row_ids[(c.alarm.sensor_id, c.alarm.id)], incident.id) for c in group.alarms]
         last = group.last.alarm
         name = "incident.updated" if group.incident_id is not None else "incident.opened"
         opened += group.incident_id is None
@@ -219,6 +216,16 @@ async def _store_alarms(
                 district_id=incident.district,
             )
         )
+    # One statement for the whole batch, not one per incident.
+    await conn.execute(
+        """
+        UPDATE alarms AS a SET incident_id = x.incident
+        FROM unnest($1::bigint[], $2::bigint[]) AS x(id, incident)
+        WHERE a.id = x.id
+        """,
+        [alarm for alarm, _ in links],
+        [incident for _, incident in links],
+    )
     return len(fresh), duplicates, opened
 
 
@@ -338,11 +345,21 @@ async def _apply_group(conn: asyncpg.Connection, group: Group, now: datetime) ->
 async def _heard_from(
     conn: asyncpg.Connection, sensor_ids: list[str], now: datetime, events: list[NewEvent]
 ) -> None:
-    """Any message from a sensor shows it is alive: note when, and say so if it was not."""
+    """Any message from a sensor shows it is alive: note when, and say so if it was not.
+
+    ``last_seen`` only needs to be as fresh as the liveness check can tell
+    (heartbeats are minutes apart), so a sensor already online and seen in the
+    last few seconds is not rewritten: in a storm that is most of them, and
+    it spares a locked row update per alarm.
+    """
     rows = await conn.fetch(
         """
         WITH old AS (
-            SELECT id, state FROM sensors WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE
+            SELECT id, state FROM sensors
+            WHERE id = ANY($1::text[])
+              AND (state <> 'online' OR last_seen IS NULL
+                   OR last_seen < $2::timestamptz - interval '5 seconds')
+            ORDER BY id FOR UPDATE
         )
         UPDATE sensors AS s SET last_seen = $2, state = 'online'
         FROM old WHERE s.id = old.id
