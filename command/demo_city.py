@@ -30,6 +30,7 @@ from shapely.geometry import LineString, MultiLineString, MultiPolygon, Point, P
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import split, unary_union
 
+from dispatch.units import CAPABILITIES, UNIT_TYPES
 from sensors.alarms import KINDS
 
 # --- The box the city lives in --------------------------------------------
@@ -65,27 +66,6 @@ SENSOR_KINDS: tuple[str, ...] = (
     "seismic",
     "structural",
     "air_quality",
-)
-UNIT_TYPES: tuple[str, ...] = (
-    "fire_engine",
-    "ambulance",
-    "rescue_squad",
-    "hazmat_team",
-    "police",
-    "public_health_team",
-    "utility_crew",
-    "volunteer_team",
-)
-CAPABILITIES: tuple[str, ...] = (
-    "fire_suppression",
-    "water_rescue",
-    "medical",
-    "hazmat",
-    "traffic_control",
-    "rescue",
-    "power",
-    "epidemiology",
-    "search",
 )
 HAZARD_KINDS: tuple[str, ...] = (
     "chemical_plant",

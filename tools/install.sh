@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent install for `make install`: system packages that are missing
-# (PostgreSQL with PostGIS 3 and pgRouting, Mosquitto, Chromium for the
-# browser tests), the Python virtualenv, and the console's npm packages.
+# (PostgreSQL with PostGIS 3 and pgRouting, Mosquitto, osm2pgrouting and
+# osmium for road imports, Chromium for the browser tests), the Python
+# virtualenv, and the console's npm packages.
 # Each step is skipped when what it installs is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,9 @@ pg_major() {
 
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 [ -n "$(pg_major)" ] && [ -x "/usr/lib/postgresql/$(pg_major)/bin/initdb" ] || need+=(postgresql)
+# `emergency import roads`: OpenStreetMap to a routable graph (.pbf read via osmium).
+command -v osm2pgrouting >/dev/null 2>&1 || need+=(osm2pgrouting)
+command -v osmium >/dev/null 2>&1 || need+=(osmium-tool)
 if [ "${EMERGENCY_SKIP_BROWSER:-}" != "1" ]; then
     command -v chromium >/dev/null 2>&1 || need+=(chromium)
 fi

@@ -20,6 +20,7 @@ PURE = [
     "command/auth.py",
     "command/demo_city.py",
     "command/simulation.py",
+    "command/imports.py",
     "dispatch/units.py",
     "dispatch/plans.py",
     "dispatch/planner.py",
