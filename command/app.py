@@ -21,6 +21,7 @@ from aiohttp import web
 
 from command import db
 from command import web as routes
+from command.admin_api import add_admin_routes
 from command.correlation import parse_rules
 from command.feed import Feed
 from command.hub import Hub
@@ -154,4 +155,5 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.extend([pool_ctx, feed_ctx, liveness_ctx, mqtt_ctx])
     app.on_shutdown.append(close_consoles)
     routes.add_routes(app)
+    add_admin_routes(app)
     return app

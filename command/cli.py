@@ -8,6 +8,9 @@
     emergency simulate    publish simulated alarms and unit movements
     emergency users add   create an account
     emergency sensors add register a sensor
+    emergency import KIND FILE   load units, depots, stock, hazards, sites, districts,
+                          sensors (CSV or GeoJSON) or roads (.osm, .osm.pbf)
+    emergency export KIND FILE   write them back out
 
 Settings come from the environment (see command/settings.py). Commands other
 than ``up`` use the configured URLs, or the private instances ``up`` started
@@ -36,6 +39,7 @@ from shapely.geometry import Point
 
 from command import accounts, db
 from command.app import create_app
+from command.import_cli import add_import_commands
 from command.migrations import MigrationError, migrate
 from command.services import PG_DATABASE, PG_USER, EmbeddedMosquitto, EmbeddedPostgres, ServiceError
 from command.settings import Settings, load
@@ -382,6 +386,7 @@ def parser() -> argparse.ArgumentParser:
     sadd.add_argument("--lat", type=float)
     sadd.add_argument("--lon", type=float)
     sadd.set_defaults(func=cmd_sensors_add)
+    add_import_commands(sub)
     return p
 
 

@@ -1,0 +1,207 @@
+"""``emergency import`` and ``emergency export``: the city's data from and to files.
+
+    emergency import KIND FILE [--format csv|geojson]     KIND: districts, units, depots, stock,
+    emergency import roads FILE.osm|FILE.osm.pbf            hazards, sites, sensors
+    emergency export KIND FILE|- [--format csv|geojson]
+
+The format follows the file's extension (.csv; .geojson or .json) unless
+``--format`` says otherwise. Formats and semantics: docs/import.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import asyncpg
+from tqdm import tqdm
+
+from command import importer
+from command.imports import KINDS, Format, InvalidRows, Row, decode, dump, format_of, parse
+from command.settings import Settings
+
+T = TypeVar("T")
+
+
+def _database_url(settings: Settings) -> str:
+    # command.cli imports this module to register the commands, so its helpers
+    # are imported when a command runs, not at the top. Not _resolved(): that
+    # also demands a broker URL, and files need only the database.
+    from command.cli import _embedded_urls
+
+    url = settings.database_url or _embedded_urls(settings)[0]
+    if url is None:
+        raise SystemExit("no database: set EMERGENCY_DATABASE_URL, or run `emergency up`")
+    return url
+
+
+async def _connect(url: str) -> asyncpg.Connection:
+    from command.cli import _connect as connect
+
+    return await connect(url)
+
+
+def _run(what: str, main: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run, with the database's failures said in one line (nothing is written on any)."""
+    try:
+        return asyncio.run(main)
+    except asyncpg.UndefinedTableError:
+        raise SystemExit(f"{what}: the database has no schema yet; run `emergency migrate`") from None
+    except asyncpg.PostgresError as exc:
+        raise SystemExit(f"{what}: the database refused it: {exc}") from None
+    except (OSError, asyncpg.InterfaceError) as exc:
+        raise SystemExit(f"{what}: cannot reach the database: {exc}") from None
+
+
+class Progress:
+    """Import progress on stderr: a bar on a terminal, else a few plain lines.
+
+    A bar's carriage returns make a mess of a log file or a CI transcript, so
+    when stderr is not a terminal this prints ``imported N of M`` at every
+    tenth of the way and at the end.
+    """
+
+    def __init__(self, label: str, stream: IO[str] | None = None) -> None:
+        self._label = label
+        self._stream = stream if stream is not None else sys.stderr
+        self._tty = self._stream.isatty()
+        self._bar: Any = None
+        self._printed = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._tty:
+            if self._bar is None:
+                self._bar = tqdm(total=total, desc=self._label, unit=" rows", file=self._stream, leave=False)
+            self._bar.update(done - self._bar.n)
+            return
+        step = max(1, total // 10)
+        if done >= total or done - self._printed >= step:
+            print(f"imported {done} of {total}", file=self._stream, flush=True)
+            self._printed = done
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _format(args: argparse.Namespace, name: str) -> Format:
+    fmt: Format | None = args.format or format_of(name)
+    if fmt is None:
+        raise SystemExit(
+            f"{name}: say --format csv or --format geojson (no .csv, .geojson or .json extension)"
+        )
+    return fmt
+
+
+def cmd_import(args: argparse.Namespace, settings: Settings) -> None:
+    url = _database_url(settings)
+    path: Path = args.file
+    if args.kind == "roads":
+        _import_roads(url, path, args.mapconfig)
+        return
+    if args.mapconfig is not None:
+        raise SystemExit("emergency import: --mapconfig is for roads only")
+    name = str(path)
+    fmt = _format(args, name)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SystemExit(f"emergency import: cannot read {name}: {exc.strerror}") from None
+    progress = Progress(f"import {args.kind}")
+
+    async def main(rows: Sequence[Row]) -> int:
+        conn = await _connect(url)
+        try:
+            return await importer.import_rows(conn, args.kind, rows, progress)
+        finally:
+            progress.close()
+            await conn.close()
+
+    try:
+        # The whole file is checked before the database is even contacted.
+        rows = parse(args.kind, decode(data, name), file=name, fmt=fmt)
+        count = _run(f"emergency import: {name}: nothing imported", main(rows))
+    except InvalidRows as exc:
+        found = f"{len(exc.errors)}{'+' if exc.truncated else ''}"
+        raise SystemExit(f"emergency import: {name}: nothing imported; {found} error(s):\n{exc}") from None
+    print(f"imported {count} {args.kind} from {name}")
+
+
+def _import_roads(url: str, path: Path, mapconfig: Path | None) -> None:
+    async def main() -> int:
+        conn = await _connect(url)
+        try:
+            return await importer.import_roads(conn, url, path, mapconfig=mapconfig)
+        finally:
+            await conn.close()
+
+    try:
+        count = _run(f"emergency import roads: {path}: nothing imported", main())
+    except importer.RoadImportError as exc:
+        raise SystemExit(f"emergency import roads: {exc}") from None
+    print(f"imported {count} road edges from {path} (the road network was replaced)")
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> None:
+    url = _database_url(settings)
+    to_stdout = str(args.file) == "-"
+    if to_stdout and args.format is None:
+        raise SystemExit(
+            "emergency export: writing to standard output needs --format csv or --format geojson"
+        )
+    fmt = _format(args, str(args.file))
+
+    async def main() -> tuple[str, int]:
+        conn = await _connect(url)
+        try:
+            rows = await importer.export_rows(conn, args.kind)
+        finally:
+            await conn.close()
+        return dump(args.kind, rows, fmt), len(rows)
+
+    text, count = _run(f"emergency export {args.kind}", main())
+    if to_stdout:
+        sys.stdout.write(text)
+        return
+    path: Path = args.file
+    # Write beside, then rename: an interrupted export never leaves half a file.
+    partial = path.with_name(path.name + ".partial")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
+    except OSError as exc:
+        raise SystemExit(f"emergency export: cannot write {path}: {exc.strerror}") from None
+    print(f"exported {count} {args.kind} to {path}", file=sys.stderr)
+
+
+def add_import_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``import`` and ``export`` to the ``emergency`` command's subparsers."""
+    imp = subparsers.add_parser(
+        "import",
+        help="import the city's data from CSV or GeoJSON (roads: OpenStreetMap)",
+        description="Validate every row, then store all of them in one transaction or none. "
+        "Rows are matched on their id: new ones are added, existing ones updated, so "
+        "importing the same file again changes nothing. Roads replace the whole network.",
+    )
+    imp.add_argument("kind", choices=(*KINDS, "roads"))
+    imp.add_argument("file", type=Path, help="a .csv, .geojson or .json file; roads: .osm or .osm.pbf")
+    imp.add_argument("--format", choices=("csv", "geojson"), help="override the extension")
+    imp.add_argument(
+        "--mapconfig",
+        type=Path,
+        help=f"roads only: osm2pgrouting's configuration (default {importer.CAR_MAPCONFIG})",
+    )
+    imp.set_defaults(func=cmd_import)
+
+    exp = subparsers.add_parser(
+        "export", help="export the city's data as CSV or GeoJSON, in the format import reads"
+    )
+    exp.add_argument("kind", choices=KINDS)
+    exp.add_argument("file", type=Path, help="a .csv, .geojson or .json file, or - for standard output")
+    exp.add_argument("--format", choices=("csv", "geojson"), help="override the extension")
+    exp.set_defaults(func=cmd_export)

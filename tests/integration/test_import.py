@@ -1,0 +1,488 @@
+"""Import and export against real PostGIS: all or nothing, idempotent, round trips; CLI, REST, OSM roads."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from command import db
+from command.admin_api import MAX_BODY, add_admin_routes
+from command.demo_city import build_city
+from command.importer import RoadImportError, export_rows, import_roads, import_rows
+from command.imports import KINDS, InvalidRows, dump, parse
+from command.keys import POOL
+from command.seed import seed_demo
+from command.web import auth_middleware, errors_middleware
+from tests.integration.helpers import running_server, seed_minimal, settings_for
+
+ROOT = Path(__file__).resolve().parents[2]
+OSM = ROOT / "tests" / "fixtures" / "tiny_city.osm"
+TABLES = ("districts", "units", "depots", "stock", "hazards", "sites", "sensors", "roads")
+
+UNITS = (
+    "id,callsign,type,capabilities,crew,station,district_id,status,lat,lon\n"
+    "U-1,Engine 1,fire_engine,fire_suppression;rescue,4,Station 1,D-1,available,30.27,120.15\n"
+    "U-2,Ladder 2,rescue_squad,rescue;search,3,,,,30.26,120.16\n"
+)
+
+
+async def snapshot(conn: asyncpg.Connection, *, versions: bool = False) -> dict[str, list[str]]:
+    """Every row of the city's tables as JSON (with xmin: a rewritten row shows even if equal)."""
+    result = {}
+    for table in TABLES:
+        extra = "xmin::text || ' ' || " if versions else ""
+        result[table] = [
+            r[0] for r in await conn.fetch(f"SELECT {extra}to_jsonb(t)::text FROM {table} t ORDER BY 1")
+        ]
+    return result
+
+
+async def load(conn: asyncpg.Connection, kind: str, text: str, fmt: str = "csv") -> int:
+    rows = parse(kind, text, file=f"{kind}.{fmt}", fmt=fmt)  # type: ignore[arg-type]
+    return await import_rows(conn, kind, rows)
+
+
+async def seed_district(conn: asyncpg.Connection) -> None:
+    await load(
+        conn,
+        "districts",
+        'id,name,wkt\nD-1,West,"POLYGON ((120 30, 120.3 30, 120.3 30.5, 120 30.5, 120 30))"\n'
+        'D-2,East,"POLYGON ((120.3 30, 120.6 30, 120.6 30.5, 120.3 30.5, 120.3 30))"\n',
+    )
+
+
+# --- all or nothing, upsert ------------------------------------------------------------------
+
+
+async def test_one_bad_row_leaves_the_database_unchanged(conn: asyncpg.Connection) -> None:
+    await seed_district(conn)
+    await load(conn, "units", UNITS)
+    before = await snapshot(conn, versions=True)
+    changed = UNITS.replace("Engine 1", "Engine One") + "U-3,Boat 3,boat,,three,,,,30.2,120.1\n"
+    with pytest.raises(InvalidRows) as caught:
+        await load(conn, "units", changed)
+    assert [str(e) for e in caught.value.errors] == [
+        "units.csv: row 4, field 'crew': must be a whole number >= 0, got 'three'"
+    ]
+    assert await snapshot(conn, versions=True) == before
+
+
+async def test_a_row_the_database_finds_wrong_stops_the_whole_file(conn: asyncpg.Connection) -> None:
+    await seed_district(conn)
+    await load(conn, "depots", "id,name,lat,lon\nDEP-1,North,30.3,120.1\n")
+    before = await snapshot(conn)
+    stock = "depot_id,item,quantity,unit\nDEP-1,water,10,l\nDEP-9,tents,5,pcs\nDEP-1,rice,3,kg\n"
+    with pytest.raises(InvalidRows) as caught:
+        await load(conn, "stock", stock)
+    assert [str(e) for e in caught.value.errors] == [
+        "stock.csv: row 3, field 'depot_id': unknown depot 'DEP-9' (import depots first)"
+    ]
+    units = UNITS.replace(",D-1,", ",D-7,")
+    with pytest.raises(InvalidRows) as caught:
+        await load(conn, "units", units)
+    assert [str(e) for e in caught.value.errors] == [
+        "units.csv: row 2, field 'district_id': unknown district 'D-7' "
+        "(import districts first, or leave it empty)"
+    ]
+    assert await snapshot(conn) == before
+
+
+async def test_reimporting_the_same_file_changes_nothing(conn: asyncpg.Connection) -> None:
+    await seed_district(conn)
+    assert await load(conn, "units", UNITS) == 2
+    first = await snapshot(conn, versions=True)
+    assert await load(conn, "units", UNITS) == 2
+    # Same xmin: not one row was even rewritten (units.updated_at is untouched).
+    assert await snapshot(conn, versions=True) == first
+
+
+async def test_import_inserts_updates_and_keeps_live_state(conn: asyncpg.Connection) -> None:
+    await seed_district(conn)
+    await load(conn, "units", UNITS)
+    u2 = await conn.fetchrow("SELECT * FROM units WHERE id = 'U-2'")
+    # A blank district is the one containing home; a new unit is available, parked at home.
+    assert (u2["district_id"], u2["status"], u2["position"], u2["crew"]) == (
+        "D-1",
+        "available",
+        u2["home"],
+        3,
+    )
+    await conn.execute("UPDATE units SET status = 'on_scene' WHERE id = 'U-2'")
+    await load(conn, "units", UNITS.replace("rescue;search,3", "rescue;search,5"))
+    u2 = await conn.fetchrow("SELECT * FROM units WHERE id = 'U-2'")
+    # Updated what the file says; a blank status keeps the live one.
+    assert (u2["crew"], u2["status"]) == (5, "on_scene")
+    await load(conn, "units", UNITS.replace(",,,,30.26", ",,,out_of_service,30.26"))
+    assert await conn.fetchval("SELECT status FROM units WHERE id = 'U-2'") == "out_of_service"
+    assert await conn.fetchval("SELECT count(*) FROM units") == 2
+
+
+async def test_sensors_keep_their_heartbeat_unless_given(conn: asyncpg.Connection) -> None:
+    await seed_district(conn)
+    await load(conn, "sensors", "id,kind,heartbeat_s,lat,lon\nS-1,smoke,60,30.27,120.45\nS-2,gas,,,\n")
+    rows = await conn.fetch("SELECT id, heartbeat_s, district_id, state FROM sensors ORDER BY id")
+    assert [tuple(r) for r in rows] == [("S-1", 60, "D-2", "unknown"), ("S-2", 600, None, "unknown")]
+    await load(conn, "sensors", "id,kind\nS-1,smoke\n")
+    assert await conn.fetchval("SELECT heartbeat_s FROM sensors WHERE id = 'S-1'") == 60
+
+
+# --- export -> import round trip -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["csv", "geojson"])
+async def test_export_then_import_round_trips_the_demo_city(conn: asyncpg.Connection, fmt: str) -> None:
+    await seed_demo(conn, build_city())
+    exported = {kind: dump(kind, await export_rows(conn, kind), fmt) for kind in KINDS}  # type: ignore[arg-type]
+    assert all(text.count("\n") > 2 for text in exported.values())
+    before = await snapshot(conn, versions=True)
+
+    # Into the same database: nothing changes, not even a row version.
+    for kind in KINDS:
+        await load(conn, kind, exported[kind], fmt)
+    assert await snapshot(conn, versions=True) == before
+
+    # Into an emptied one: the same city comes back, exported identically.
+    for table in ("stock", "depots", "units", "sensors", "hazards", "sites", "districts"):
+        await conn.execute(f"DELETE FROM {table}")
+    for kind in KINDS:
+        await load(conn, kind, exported[kind], fmt)
+    for kind in KINDS:
+        assert dump(kind, await export_rows(conn, kind), fmt) == exported[kind], kind  # type: ignore[arg-type]
+
+
+# --- the command line ----------------------------------------------------------------------
+
+# Runs `emergency` as a user would, whether or not cli.py wires the commands
+# yet: the harness adds them to the parser only when they are missing.
+HARNESS = """
+import argparse, sys
+from command import cli
+from command.import_cli import add_import_commands
+original = cli.parser
+def parser():
+    p = original()
+    sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+    if "import" not in sub.choices:
+        add_import_commands(sub)
+    return p
+cli.parser = parser
+cli.main(sys.argv[1:])
+"""
+
+
+def emergency(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", HARNESS, *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def cli_env(database_url: str, tmp_path: Path, *, mqtt: bool = True) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMERGENCY_")}
+    env.update(EMERGENCY_DATABASE_URL=database_url, EMERGENCY_DATA_DIR=str(tmp_path / "var"))
+    if mqtt:
+        # Well-formed, and nothing listens there: import never talks to the broker.
+        env["EMERGENCY_MQTT_URL"] = "mqtt://127.0.0.1:9"
+    return env
+
+
+async def test_cli_import_and_export(conn: asyncpg.Connection, database_url: str, tmp_path: Path) -> None:
+    await seed_district(conn)
+    env = cli_env(database_url, tmp_path)
+    (tmp_path / "units.csv").write_text(UNITS)
+    bad = tmp_path / "bad_units.csv"
+    bad.write_text(UNITS + "U-3,Boat,boat,,three,,,,,\nU-4,Boat,boat,,,,,busy,,\n")
+
+    done = await asyncio.to_thread(emergency, env, "import", "units", str(tmp_path / "units.csv"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"imported 2 units from {tmp_path / 'units.csv'}"
+    assert "imported 2 of 2" in done.stderr.splitlines()  # stderr is a pipe: plain lines, no bar
+
+    before = await snapshot(conn)
+    failed = await asyncio.to_thread(emergency, env, "import", "units", str(bad))
+    assert failed.returncode == 1
+    assert failed.stderr.strip().splitlines()[-3:] == [
+        f"emergency import: {bad}: nothing imported; 2 error(s):",
+        f"{bad}: row 4, field 'crew': must be a whole number >= 0, got 'three'",
+        f"{bad}: row 5, field 'status': must be one of available, dispatched, en_route, on_scene, "
+        "returning, out_of_service, got 'busy'",
+    ]
+    assert await snapshot(conn) == before
+
+    out = tmp_path / "export.geojson"
+    exported = await asyncio.to_thread(emergency, env, "export", "units", str(out))
+    assert exported.returncode == 0, exported.stderr
+    assert out.read_text() == dump("units", await export_rows(conn, "units"), "geojson")
+    # Exported GeoJSON imports back without a change.
+    again = await asyncio.to_thread(emergency, env, "import", "units", str(out))
+    assert again.returncode == 0, again.stderr
+    assert await snapshot(conn) == before
+
+    # Only the database is needed: no broker URL at all works too.
+    stdout = await asyncio.to_thread(
+        emergency, cli_env(database_url, tmp_path, mqtt=False), "export", "units", "-", "--format", "csv"
+    )
+    assert stdout.returncode == 0, stdout.stderr
+    assert stdout.stdout == dump("units", await export_rows(conn, "units"), "csv")
+
+
+# --- REST ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def admin_client(database_url: str) -> AsyncIterator[tuple[TestClient[Any, Any], dict[str, str]]]:
+    """The import routes on a small app with command.web's own error and auth middlewares."""
+    tokens = await seed_minimal(database_url)
+    app = web.Application(middlewares=[errors_middleware, auth_middleware], client_max_size=1024 * 1024)
+
+    async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
+        app[POOL] = await db.create_pool(database_url, min_size=1, max_size=2)
+        yield
+        await db.close_pool(app[POOL])
+
+    app.cleanup_ctx.append(pool_ctx)
+    add_admin_routes(app)
+    async with TestClient(TestServer(app)) as client:
+        yield client, tokens
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_rest_import_and_export(
+    admin_client: tuple[TestClient[Any, Any], dict[str, str]], conn: asyncpg.Connection
+) -> None:
+    client, tokens = admin_client
+    headers = {**bearer(tokens["admin"]), "Content-Type": "text/csv"}
+    response = await client.post("/api/import/units", data=UNITS, headers=headers)
+    assert response.status == 201, await response.text()
+    assert await response.json() == {"imported": 2}
+    assert await conn.fetchval("SELECT callsign FROM units WHERE id = 'U-2'") == "Ladder 2"
+
+    before = await snapshot(conn)
+    bad = UNITS + "U-3,Boat,boat,,three,,,,,\n"
+    response = await client.post(
+        "/api/import/units",
+        data=bad,
+        headers={**headers, "Content-Disposition": 'attachment; filename="units.csv"'},
+    )
+    assert response.status == 422
+    body = await response.json()
+    assert body["error"]["code"] == "invalid_rows"
+    assert body["error"]["rows"] == [
+        {"row": 4, "field": "crew", "message": "must be a whole number >= 0, got 'three'"}
+    ]
+    assert "units.csv: row 4, field 'crew'" in body["error"]["message"]
+    assert await snapshot(conn) == before
+
+    geojson = await client.get("/api/export/units?format=geojson", headers=bearer(tokens["admin"]))
+    assert geojson.status == 200
+    assert geojson.content_type == "application/geo+json"
+    text = await geojson.text()
+    assert text == dump("units", await export_rows(conn, "units"), "geojson")
+    response = await client.post(
+        "/api/import/units",
+        data=text,
+        headers={**bearer(tokens["admin"]), "Content-Type": "application/geo+json"},
+    )
+    assert response.status == 201
+    assert await snapshot(conn) == before
+
+    csv_export = await client.get("/api/export/units?format=csv", headers=bearer(tokens["admin"]))
+    assert (csv_export.status, csv_export.content_type) == (200, "text/csv")
+    assert csv_export.headers["Content-Disposition"] == 'attachment; filename="units.csv"'
+
+
+async def test_rest_import_is_for_admins(admin_client: tuple[TestClient[Any, Any], dict[str, str]]) -> None:
+    client, tokens = admin_client
+    for role in ("commander", "viewer", "field"):
+        response = await client.post(
+            "/api/import/units", data=UNITS, headers={**bearer(tokens[role]), "Content-Type": "text/csv"}
+        )
+        assert response.status == 403, role
+        assert (await client.get("/api/export/units", headers=bearer(tokens[role]))).status == 403
+    response = await client.post("/api/import/units", data=UNITS, headers={"Content-Type": "text/csv"})
+    assert response.status == 401
+    assert (await response.json())["error"]["code"] == "unauthorized"
+
+
+async def test_rest_refuses_what_it_cannot_read(
+    admin_client: tuple[TestClient[Any, Any], dict[str, str]],
+) -> None:
+    client, tokens = admin_client
+    admin = bearer(tokens["admin"])
+    response = await client.post(
+        "/api/import/units", data=UNITS, headers={**admin, "Content-Type": "text/plain"}
+    )
+    assert response.status == 415
+    response = await client.post(
+        "/api/import/bogus", data=UNITS, headers={**admin, "Content-Type": "text/csv"}
+    )
+    assert response.status == 404
+    response = await client.post(
+        "/api/import/roads", data="<osm/>", headers={**admin, "Content-Type": "text/csv"}
+    )
+    assert response.status == 404
+    assert "emergency import roads" in (await response.json())["error"]["message"]
+    assert (await client.get("/api/export/units?format=xlsx", headers=admin)).status == 400
+    response = await client.post(
+        "/api/import/units", data=b"id,callsign\n\xff\n", headers={**admin, "Content-Type": "text/csv"}
+    )
+    assert response.status == 422
+    assert (await response.json())["error"]["rows"] == [
+        {"row": None, "field": None, "message": "is not UTF-8 text (bad byte at offset 12)"}
+    ]
+    # Over 1 MiB (the app's general limit) is fine; over MAX_BODY is not.
+    big = UNITS + "".join(f"U-{n},E{n},t,,,,,,,\n" for n in range(3, 60_000))
+    assert 1024 * 1024 < len(big) < MAX_BODY
+    response = await client.post("/api/import/units", data=big, headers={**admin, "Content-Type": "text/csv"})
+    assert response.status == 201, await response.text()
+    response = await client.post(
+        "/api/import/units", data=b"x" * (MAX_BODY + 1), headers={**admin, "Content-Type": "text/csv"}
+    )
+    assert response.status == 413
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the limit holds while reading
+        for _ in range(21):
+            yield b"x" * (1024 * 1024)
+
+    response = await client.post(
+        "/api/import/units", data=chunks(), headers={**admin, "Content-Type": "text/csv"}
+    )
+    assert response.status == 413
+
+
+def _wired() -> bool:
+    from command.app import create_app
+    from command.settings import Settings
+
+    app = create_app(Settings(database_url="postgresql://u@127.0.0.1/d", mqtt_url="mqtt://127.0.0.1:1"))
+    return any(r.canonical == "/api/import/{kind}" for r in app.router.resources())
+
+
+@pytest.mark.skipif(not _wired(), reason="add_admin_routes is not wired into command.app/command.web yet")
+async def test_rest_import_through_the_real_app(database_url: str, mqtt_url: str) -> None:
+    tokens = await seed_minimal(database_url)
+    settings = settings_for(database_url, mqtt_url)
+    async with running_server(settings), aiohttp.ClientSession() as session:
+        url = f"http://{settings.http_host}:{settings.http_port}/api/import/units"
+        headers = {**bearer(tokens["admin"]), "Content-Type": "text/csv"}
+        async with session.post(url, data=UNITS, headers=headers) as response:
+            assert response.status == 201
+            assert await response.json() == {"imported": 2}
+        async with session.post(
+            url, data=UNITS, headers={**headers, **bearer(tokens["commander"])}
+        ) as response:
+            assert response.status == 403
+
+
+# --- roads from OpenStreetMap -------------------------------------------------------------
+
+needs_osm2pgrouting = pytest.mark.skipif(
+    shutil.which("osm2pgrouting") is None, reason="osm2pgrouting not installed"
+)
+
+
+async def roads(conn: asyncpg.Connection) -> list[tuple[Any, ...]]:
+    rows = await conn.fetch(
+        """SELECT id, name, source, target, round(length_m) AS length_m, speed_kmh, oneway, reverse_cost_s,
+                  ST_AsText(geom) AS geom FROM roads ORDER BY id"""
+    )
+    return [tuple(r) for r in rows]
+
+
+@needs_osm2pgrouting
+async def test_roads_from_osm_replace_the_network(conn: asyncpg.Connection, database_url: str) -> None:
+    await seed_demo(conn, build_city())
+    assert await import_roads(conn, database_url, OSM) == 4
+    by_name = {r[1]: r for r in await roads(conn)}
+    assert sorted(by_name) == ["Bridge Street", "Canal Lane", "Lake Road"]  # the footway is not for cars
+    assert await conn.fetchval("SELECT count(*) FROM roads") == 4  # Lake Road split where Bridge Street joins
+    lake = [r for r in await roads(conn) if r[1] == "Lake Road"]
+    assert [(r[2], r[3], r[5], r[6]) for r in lake] == [
+        (1, 2, 40.0, False),
+        (2, 3, 40.0, False),
+    ]  # maxspeed=40
+    # oneway=yes: n2 -> n4 only; primary road's default speed from the car profile.
+    bridge = by_name["Bridge Street"]
+    assert (bridge[2], bridge[3], bridge[5], bridge[6], bridge[7]) == (2, 4, 90.0, True, -1.0)
+    # oneway=-1 on a way drawn n5 -> n4: stored as n4 -> n5, geometry reversed to match.
+    canal = by_name["Canal Lane"]
+    assert (canal[2], canal[3], canal[6], canal[8]) == (
+        4,
+        5,
+        True,
+        "LINESTRING(120.15 30.266,120.154 30.266)",
+    )
+    # pgRouting drives the imported graph the right way down one-way streets:
+    # n2 -> n4 over Bridge Street, but nothing leads back from n4 (Canal Lane
+    # only leaves it, and the footway n3 - n5 is not for cars).
+    edges = "SELECT id, source, target, cost_s AS cost, reverse_cost_s AS reverse_cost FROM roads"
+    cost = "SELECT agg_cost FROM pgr_dijkstraCost($1, $2::bigint, $3::bigint, true)"
+    assert await conn.fetchval(cost, edges, 2, 4) == pytest.approx(443.4 / (90 / 3.6), rel=1e-3)
+    assert await conn.fetchval(cost, edges, 4, 2) is None
+    assert await conn.fetchval(cost, edges, 1, 5) == pytest.approx(
+        384.9 / (40 / 3.6) + 443.4 / 25 + 384.9 / 25, rel=1e-3
+    )
+    first = await roads(conn)
+    # Re-importing changes nothing, and the staging schema is gone.
+    assert await import_roads(conn, database_url, OSM) == 4
+    assert await roads(conn) == first
+    assert await conn.fetchval("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'osm_import_%'") == 0
+    assert await conn.fetchval("SELECT nextval(pg_get_serial_sequence('roads', 'id'))") == 5
+
+
+@needs_osm2pgrouting
+async def test_a_bad_osm_file_leaves_the_roads_alone(
+    conn: asyncpg.Connection, database_url: str, tmp_path: Path
+) -> None:
+    await seed_demo(conn, build_city())
+    before = await roads(conn)
+    broken = tmp_path / "broken.osm"
+    broken.write_text("<osm><way")
+    with pytest.raises(RoadImportError, match="osm2pgrouting failed"):
+        await import_roads(conn, database_url, broken)
+    footpaths = tmp_path / "footpaths.osm"
+    footpaths.write_text(
+        OSM.read_text()
+        .replace('v="residential"', 'v="footway"')
+        .replace('v="primary"', 'v="footway"')
+        .replace('v="tertiary"', 'v="footway"')
+    )
+    with pytest.raises(RoadImportError, match="no drivable roads"):
+        await import_roads(conn, database_url, footpaths)
+    with pytest.raises(RoadImportError, match=r"\.osm or \.osm\.pbf"):
+        await import_roads(conn, database_url, tmp_path / "roads.geojson")
+    assert await roads(conn) == before
+    assert await conn.fetchval("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'osm_import_%'") == 0
+
+
+@needs_osm2pgrouting
+@pytest.mark.skipif(shutil.which("osmium") is None, reason="osmium not installed")
+async def test_roads_from_pbf_through_the_cli(
+    conn: asyncpg.Connection, database_url: str, tmp_path: Path
+) -> None:
+    pbf = tmp_path / "tiny_city.osm.pbf"
+    await asyncio.to_thread(subprocess.run, ["osmium", "cat", str(OSM), "-o", str(pbf)], check=True)
+    done = await asyncio.to_thread(emergency, cli_env(database_url, tmp_path), "import", "roads", str(pbf))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"imported 4 road edges from {pbf} (the road network was replaced)"
+    assert await conn.fetchval("SELECT count(*) FROM roads") == 4
