@@ -2,9 +2,10 @@
 
 One durable PostgreSQL cluster (fsync and synchronous commit on, as in
 production) for the whole run, with a migrated template database holding the
-sensor fleet; every scenario gets a fresh database cloned from it. Every
-scenario also gets a fresh Mosquitto in a folder of its own, so no session,
-queue or persistence file of one scenario weighs on the next.
+ingest's sensor fleet (or nothing, for the geolocation benchmark); every
+scenario gets a fresh database cloned from it. Every scenario also gets a
+fresh Mosquitto in a folder of its own, so no session, queue or persistence
+file of one scenario weighs on the next.
 
 The services are command/services.py's, the very ones ``emergency up`` runs.
 Their calls block, so they run in threads.
@@ -68,11 +69,13 @@ class Rig:
             await asyncio.to_thread(broker.stop)
 
 
-async def _build_template(pg: EmbeddedPostgres) -> None:
+async def _build_template(pg: EmbeddedPostgres, fleet: bool) -> None:
     url = await asyncio.to_thread(pg.create_database, TEMPLATE)
     conn = await asyncpg.connect(url)
     try:
         await migrate(conn)
+        if not fleet:
+            return
         await db.register_codecs(conn)
         await conn.executemany(
             "INSERT INTO sensors (id, kind, name, location) VALUES ($1, $2, $3, $4)",
@@ -83,13 +86,19 @@ async def _build_template(pg: EmbeddedPostgres) -> None:
 
 
 @asynccontextmanager
-async def rig(keep: bool = False) -> AsyncIterator[Rig]:
-    """Start the run's PostgreSQL and template; stop and remove everything at the end."""
+async def rig(keep: bool = False, fleet: bool = True) -> AsyncIterator[Rig]:
+    """Start the run's PostgreSQL and template; stop and remove everything at the end.
+
+    Args:
+        keep: leave the run's folder (service data and logs) in place.
+        fleet: register the ingest benchmark's sensor fleet in the template
+            (False: the template is only migrated).
+    """
     directory = await asyncio.to_thread(_make_run_dir)
     pg = EmbeddedPostgres(directory / "pg", durable=True)
     try:
         await asyncio.to_thread(pg.start)
-        await _build_template(pg)
+        await _build_template(pg, fleet)
         yield Rig(directory, pg)
     finally:
         await asyncio.to_thread(pg.stop)

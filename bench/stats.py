@@ -40,6 +40,17 @@ def fmt_ms(value: float) -> str:
     return f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
 
 
+def fmt_ms_fine(value: float) -> str:
+    """Milliseconds with enough digits for sub-millisecond figures (an index lookup)."""
+    if math.isnan(value):
+        return "n/a"
+    if value < 1:
+        return f"{value:.3f}"
+    if value < 10:
+        return f"{value:.2f}"
+    return fmt_ms(value)
+
+
 def fmt_ratio(value: float) -> str:
     if math.isnan(value):
         return "n/a"

@@ -114,14 +114,25 @@ async def nearest_available_units(
     KNN (``<->``) on the geography index: the index walks outwards from the
     point, so the cost does not grow with the fleet.
     """
+    # The index can give the order of the distance alone, not of "distance,
+    # id": ordered by both, PostgreSQL reads and sorts every matching unit.
+    # So the inner query takes the nearest by distance (with every unit tied
+    # with the last, so no tie is cut arbitrarily) and the outer one orders
+    # those few by distance and id.
     rows = await conn.fetch(
         """
         SELECT id, callsign, type, capabilities, ST_Y(position) AS lat, ST_X(position) AS lon,
                ST_Distance(position::geography, $1::geometry::geography, false) AS distance_m
-        FROM units
-        WHERE status = 'available' AND position IS NOT NULL AND position_at >= $3
-          AND $2 = ANY(capabilities)
-        ORDER BY position::geography <-> $1::geometry::geography, id
+        FROM (
+            SELECT id, callsign, type, capabilities, position,
+                   position::geography <-> $1::geometry::geography AS knn
+            FROM units
+            WHERE status = 'available' AND position IS NOT NULL AND position_at >= $3
+              AND $2 = ANY(capabilities)
+            ORDER BY position::geography <-> $1::geometry::geography
+            FETCH FIRST $4 ROWS WITH TIES
+        ) AS near
+        ORDER BY knn, id
         LIMIT $4
         """,
         point,
@@ -177,30 +188,53 @@ async def stock_near(
     ]
 
 
-def _edges_sql(closing_kinds: Iterable[str], exclude_incident: int | None) -> str:
+# Routing considers only roads within this margin (degrees, ~5 km) of the
+# box around the origins and the destination: pgRouting reads the whole edge
+# query on every call, so on a real city's network the box, not the number
+# of candidates, decides the cost. A detour further out than this is not found.
+ROUTING_MARGIN_DEG = 0.05
+
+
+def _edges_sql(
+    closing_kinds: Iterable[str],
+    exclude_incident: int | None,
+    envelope: tuple[float, float, float, float] | None = None,
+) -> str:
     """The edge query pgRouting runs, without the roads inside closing incidents.
 
     pgRouting takes its edges as SQL text, which cannot carry parameters; the
-    only values spliced in are alarm kinds checked against a strict pattern
-    and an integer, so nothing from outside reaches the text.
+    only values spliced in are alarm kinds checked against a strict pattern,
+    an integer and floats we computed, so nothing from outside reaches the text.
     """
     kinds = sorted(set(closing_kinds))
     for kind in kinds:
         if not _KIND.match(kind):
             raise ValueError(f"not a kind: {kind!r}")
     base = "SELECT r.id, r.source, r.target, r.cost_s AS cost, r.reverse_cost_s AS reverse_cost FROM roads r"
+    where = []
+    if envelope is not None:
+        xmin, ymin, xmax, ymax = (float(v) for v in envelope)
+        where.append(f"r.geom && ST_MakeEnvelope({xmin!r}, {ymin!r}, {xmax!r}, {ymax!r}, 4326)")
     if not kinds:
-        return base
+        return base + (" WHERE " + " AND ".join(where) if where else "")
     kind_list = ", ".join(f"'{k}'" for k in kinds)
     ended = ", ".join(f"'{s}'" for s in _ENDED)
     # The incident being responded to is not a closure for its own
     # responders: they must reach it.
     own = f" AND i.id <> {int(exclude_incident)}" if exclude_incident is not None else ""
-    return (
-        f"{base} WHERE NOT EXISTS (SELECT 1 FROM incidents i WHERE i.area IS NOT NULL"
+    where.append(
+        "NOT EXISTS (SELECT 1 FROM incidents i WHERE i.area IS NOT NULL"
         f" AND i.kind IN ({kind_list}) AND i.status NOT IN ({ended}){own}"
         " AND ST_Intersects(r.geom, i.area))"
     )
+    return f"{base} WHERE " + " AND ".join(where)
+
+
+def _envelope(points: Sequence[BaseGeometry]) -> tuple[float, float, float, float]:
+    xs = [b for p in points for b in (p.bounds[0], p.bounds[2])]
+    ys = [b for p in points for b in (p.bounds[1], p.bounds[3])]
+    m = ROUTING_MARGIN_DEG
+    return (min(xs) - m, min(ys) - m, max(xs) + m, max(ys) + m)
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +295,7 @@ async def travel_times(
             SELECT start_vid, agg_cost
             FROM pgr_dijkstraCost($1, $2::bigint[], $3::bigint, directed => true)
             """,
-            _edges_sql(closing_kinds, exclude_incident),
+            _edges_sql(closing_kinds, exclude_incident, _envelope([*origins, destination])),
             vertices,
             target.vertex,
         )
