@@ -47,7 +47,7 @@ import asyncpg
 from shapely.geometry import Point
 from shapely.geometry.base import BaseGeometry
 
-from bench.ingest import _jsonable, _stoppable, _write, progress
+from bench.ingest import _jsonable, _stoppable, _write, attempt, progress
 from bench.machine import load_average, machine_info
 from bench.procs import BenchError
 from bench.rig import Rig, rig
@@ -571,25 +571,18 @@ def _chosen_and_needed(body: dict[str, Any]) -> tuple[int, int]:
 # -- the run ---------------------------------------------------------------------------------
 
 
+def _describe(result: dict[str, Any]) -> str:
+    if "ours_ms" not in result:
+        return ""
+    ours, raw = result["ours_ms"], result["raw_ms"]
+    return (
+        f", ours p50 {fmt_ms_fine(ours['p50'])} / p99 {fmt_ms_fine(ours['p99'])} ms"
+        f", raw p50 {fmt_ms_fine(raw['p50'])} / p99 {fmt_ms_fine(raw['p99'])} ms"
+    )
+
+
 async def _attempt(errors: list[str], what: str, step: Awaitable[dict[str, Any]]) -> dict[str, Any]:
-    """Run one scenario; a failure is recorded and the run goes on with the next."""
-    progress(f"{what} ...")
-    started = time.monotonic()
-    try:
-        result = await step
-    except (BenchError, ServiceError, OSError, asyncpg.PostgresError) as exc:
-        errors.append(f"{what}: {exc}")
-        progress(f"{what}: FAILED: {exc}")
-        return {"error": str(exc)}
-    extra = ""
-    if "ours_ms" in result:
-        ours, raw = result["ours_ms"], result["raw_ms"]
-        extra = (
-            f", ours p50 {fmt_ms_fine(ours['p50'])} / p99 {fmt_ms_fine(ours['p99'])} ms"
-            f", raw p50 {fmt_ms_fine(raw['p50'])} / p99 {fmt_ms_fine(raw['p99'])} ms"
-        )
-    progress(f"{what}: done in {time.monotonic() - started:.0f} s{extra}")
-    return result
+    return await attempt(errors, what, step, _describe)
 
 
 async def run(profile: Profile, keep: bool, seed: int = 4) -> dict[str, Any]:

@@ -443,7 +443,20 @@ async def _measure(conn: asyncpg.Connection, prefix: str, expected: int) -> dict
 # -- the run ---------------------------------------------------------------------
 
 
-async def _attempt(errors: list[str], what: str, step: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+def _describe(result: dict[str, Any]) -> str:
+    rate = result.get("rate", math.nan)
+    extra = f", {fmt_rate(rate)}/s" if not math.isnan(rate) else ""
+    if lat := result.get("latency_ms"):
+        extra += f", latency p50 {fmt_ms(lat['p50'])} ms, max {fmt_ms(lat['max'])} ms"
+    return extra
+
+
+async def attempt(
+    errors: list[str],
+    what: str,
+    step: Awaitable[dict[str, Any]],
+    describe: Callable[[dict[str, Any]], str] = _describe,
+) -> dict[str, Any]:
     """Run one scenario; a failure is recorded and the run goes on with the next."""
     progress(f"{what} ...")
     started = time.monotonic()
@@ -453,12 +466,7 @@ async def _attempt(errors: list[str], what: str, step: Awaitable[dict[str, Any]]
         errors.append(f"{what}: {exc}")
         progress(f"{what}: FAILED: {exc}")
         return {"error": str(exc)}
-    took = time.monotonic() - started
-    rate = result.get("rate", math.nan)
-    extra = f", {fmt_rate(rate)}/s" if not math.isnan(rate) else ""
-    if lat := result.get("latency_ms"):
-        extra += f", latency p50 {fmt_ms(lat['p50'])} ms, max {fmt_ms(lat['max'])} ms"
-    progress(f"{what}: done in {took:.0f} s{extra}")
+    progress(f"{what}: done in {time.monotonic() - started:.0f} s{describe(result)}")
     if "error" in result:
         errors.append(f"{what}: {result['error']}")
     return result
@@ -474,12 +482,12 @@ async def run(profile: Profile, modes: list[str], profile_dir: Path | None, keep
             save = MODES[mode]
             flood = Load(count=profile.flood)
             res: dict[str, Any] = {}
-            res["raw_mqtt"] = await _attempt(
+            res["raw_mqtt"] = await attempt(
                 errors, f"[{mode}] raw MQTT flood", raw_mqtt(r, f"{mode}-rawflood", save, flood)
             )
-            res["raw_copy"] = await _attempt(errors, f"[{mode}] raw COPY", raw_copy(r, profile.copy_rows))
+            res["raw_copy"] = await attempt(errors, f"[{mode}] raw COPY", raw_copy(r, profile.copy_rows))
             out = profile_dir / f"server-{mode}.txt" if profile_dir else None
-            res["ours"] = await _attempt(
+            res["ours"] = await attempt(
                 errors, f"[{mode}] our ingest flood", ours(r, f"{mode}-flood", save, flood, out)
             )
             if res["ours"].get("zero_loss") is False:
@@ -490,12 +498,10 @@ async def run(profile: Profile, modes: list[str], profile_dir: Path | None, keep
             for rate in profile.rates:
                 paced = Load(rate=rate, seconds=profile.latency_s)
                 tag = f"{mode}-{rate:g}ps"
-                raw = await _attempt(
+                raw = await attempt(
                     errors, f"[{mode}] raw MQTT --rate {rate:g}", raw_mqtt(r, tag + "-raw", save, paced)
                 )
-                our = await _attempt(
-                    errors, f"[{mode}] our ingest --rate {rate:g}", ours(r, tag, save, paced)
-                )
+                our = await attempt(errors, f"[{mode}] our ingest --rate {rate:g}", ours(r, tag, save, paced))
                 if our.get("zero_loss") is False:
                     errors.append(f"[{mode}] our ingest at {rate:g}/s lost or mixed up alarms")
                 res["latency"][f"{rate:g}"] = {
