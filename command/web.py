@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from command import accounts, queries
 from command.feed_protocol import Principal
 from command.keys import HUB, METRICS, MQTT, PLANS, POOL, SETTINGS
-from dispatch.recommendation import recommend_for
+from dispatch.recommendation import recommend_for, surroundings
 
 log = logging.getLogger(__name__)
 
@@ -175,12 +175,16 @@ async def get_incident(request: web.Request) -> web.Response:
         incident_id = int(request.match_info["id"])
     except ValueError:
         raise ApiError(404, "not_found", "no such incident") from None
+    principal = principal_of(request)
     async with request.app[POOL].acquire() as conn:
-        incident = await queries.get_incident(conn, principal_of(request), incident_id)
-    if incident is None:
-        # Out of scope and absent look the same, so existence does not leak.
-        raise ApiError(404, "not_found", "no such incident")
-    return web.json_response(incident)
+        incident = await queries.get_incident(conn, principal, incident_id)
+        place = await queries.incident_place(conn, principal, incident_id)
+        if incident is None or place is None:
+            # Out of scope and absent look the same, so existence does not leak.
+            raise ApiError(404, "not_found", "no such incident")
+        around = await surroundings(conn, place, request.app[PLANS])
+    # The incident's own district (set when it opened) stays; the places are added.
+    return web.json_response(incident | {"hazards": around["hazards"], "sites": around["sites"]})
 
 
 async def get_recommendation(request: web.Request) -> web.Response:

@@ -54,6 +54,20 @@ def _places_to_wire(places: list[postgis.Place]) -> list[dict[str, Any]]:
     ]
 
 
+async def surroundings(conn: asyncpg.Connection, incident: IncidentPlace, plans: Plans) -> dict[str, Any]:
+    """The incident's district and the hazards and protection sites in its affected
+    area (its area, or the plan's radius around its point), each with its distance."""
+    where = incident.area if incident.area is not None else incident.location
+    if where is None:
+        return {"district": None, "hazards": [], "sites": []}
+    radius = 0.0 if incident.area is not None else plans.plan_for(incident.kind, incident.severity).radius_m
+    return {
+        "district": await postgis.district_of(conn, where),
+        "hazards": _places_to_wire(await postgis.places_near(conn, "hazards", where, radius)),
+        "sites": _places_to_wire(await postgis.places_near(conn, "sites", where, radius)),
+    }
+
+
 async def recommend_for(
     conn: asyncpg.Connection,
     incident: IncidentPlace,
@@ -83,11 +97,7 @@ async def recommend_for(
             "note": "the incident has no location: nothing can be routed to it",
         }
     target = incident.location if incident.location is not None else where.representative_point()
-    # With an area, what matters is inside it; around a point, the plan's radius.
-    radius = 0.0 if incident.area is not None else plan.radius_m
-    district = await postgis.district_of(conn, where)
-    hazards = await postgis.places_near(conn, "hazards", where, radius)
-    sites = await postgis.places_near(conn, "sites", where, radius)
+    around = await surroundings(conn, incident, plans)
 
     near: dict[str, postgis.NearUnit] = {}
     for need in plan.units:
@@ -116,9 +126,4 @@ async def recommend_for(
         DepotStock(s.depot_id, s.name, s.item, s.quantity, s.unit, s.distance_m, depot_times[s.depot_id])
         for s in stock
     ]
-    return recommendation_to_wire(recommend(plan, candidates, depots)) | {
-        "incident": incident.id,
-        "district": district,
-        "hazards": _places_to_wire(hazards),
-        "sites": _places_to_wire(sites),
-    }
+    return recommendation_to_wire(recommend(plan, candidates, depots)) | {"incident": incident.id} | around

@@ -45,6 +45,8 @@ async def test_recommendation_on_the_demo_city(
     centre = city.districts[0].geom.representative_point()
     minor = await _incident(conn, "fire", "Minor", centre)
     extreme = await _incident(conn, "fire", "Extreme", centre)
+    hazard = city.hazards[0]
+    at_hazard = await _incident(conn, "gas_leak", "Severe", hazard.geom.representative_point())
     settings = settings_for(database_url, mqtt_url)
     base = f"http://{settings.http_host}:{settings.http_port}"
     async with running_server(settings), aiohttp.ClientSession() as http:
@@ -57,11 +59,18 @@ async def test_recommendation_on_the_demo_city(
                 assert r.status == 200, await r.text()
                 bodies[incident_id] = await r.json()
         async with http.get(
+            f"{base}/api/incidents/{at_hazard}", headers={"Authorization": f"Bearer {tokens['commander']}"}
+        ) as r:
+            detail = await r.json()
+        async with http.get(
             f"{base}/api/incidents/{minor}/recommendation",
             headers={"Authorization": f"Bearer {tokens['field']}"},
         ) as r:
             assert r.status == 404  # out of a field account's scope: it does not exist for it
 
+    # The incident detail names the hazard it sits on, at distance 0.
+    assert {"id": hazard.id, "distance_m": 0}.items() <= detail["hazards"][0].items()
+    assert isinstance(detail["sites"], list)
     small, big = bodies[minor], bodies[extreme]
     assert small["plan"]["kind"] == "fire" and small["district"] == city.districts[0].id
     # Escalation: the Extreme fire's plan needs more units than the Minor one's.
@@ -76,6 +85,8 @@ async def test_recommendation_on_the_demo_city(
         for a in body["assignments"]:
             assert [u["eta_s"] for u in a["chosen"]] == sorted(u["eta_s"] for u in a["chosen"])
     assert isinstance(big["hazards"], list) and isinstance(big["sites"], list)
+    for place in big["hazards"] + big["sites"]:
+        assert place["distance_m"] <= big["plan"]["radius_m"]
     assert "shortfalls" in big
 
 
