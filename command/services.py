@@ -21,6 +21,7 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import time
 from dataclasses import dataclass
@@ -97,6 +98,33 @@ def _service_account(name: str) -> _Account | None:
             f"(it comes with the Debian package); create it or run as another user"
         ) from None
     return _Account(name, entry.pw_uid, entry.pw_gid)
+
+
+def _check_reachable(path: Path, account: _Account | None) -> None:
+    """Fail clearly when the service account cannot enter a folder above ``path``.
+
+    The usual case: a checkout under /root (mode 0700) run as root. The
+    server would otherwise die with a bare "permission denied" from initdb.
+    """
+    if account is None:
+        return
+    for folder in [path, *path.parents]:
+        try:
+            st = folder.stat()
+        except FileNotFoundError:
+            continue
+        if st.st_uid == account.uid:
+            ok = bool(st.st_mode & stat.S_IXUSR)
+        elif st.st_gid == account.gid:
+            ok = bool(st.st_mode & stat.S_IXGRP)
+        else:
+            ok = bool(st.st_mode & stat.S_IXOTH)
+        if not ok:
+            raise ServiceError(
+                f"the '{account.name}' account, which runs the service, cannot enter {folder}; "
+                f"set EMERGENCY_DATA_DIR to a folder it can reach (e.g. /var/lib/emergency), "
+                f"or allow it in with: chmod o+x {folder}"
+            )
 
 
 def _chown_tree(path: Path, account: _Account | None) -> None:
@@ -180,6 +208,7 @@ class EmbeddedPostgres:
         """
         self.directory.mkdir(parents=True, exist_ok=True)
         os.chmod(self.directory, 0o700)
+        _check_reachable(self.directory.parent, self._account)
         if not (self.datadir / "PG_VERSION").exists():
             self._initdb()
         _chown_tree(self.directory, self._account)
@@ -338,6 +367,7 @@ class EmbeddedMosquitto:
                 recorded or free one.
         """
         self.directory.mkdir(parents=True, exist_ok=True)
+        _check_reachable(self.directory.parent, self._account)
         self.port = port or _stable_port(self.directory / "port")
         conf = self.directory / "mosquitto.conf"
         conf.write_text(mosquitto_config(self.port, self.directory, save_every_change=self.save_every_change))

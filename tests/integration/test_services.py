@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from command.services import EmbeddedMosquitto, EmbeddedPostgres, mosquitto_config
+from command.services import EmbeddedMosquitto, EmbeddedPostgres, ServiceError, mosquitto_config
 
 
 @pytest.fixture
@@ -63,3 +64,14 @@ def test_mosquitto_starts_and_stops(service_dir: Path) -> None:
         assert (service_dir / "mq" / "mosquitto.conf").exists()
     finally:
         broker.stop()
+
+
+def test_unreachable_data_folder_is_reported_clearly(service_dir: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only root hands the services to their own accounts")
+    locked = service_dir / "locked"
+    locked.mkdir(mode=0o700)
+    with pytest.raises(ServiceError, match=r"cannot enter .*locked.*EMERGENCY_DATA_DIR"):
+        EmbeddedPostgres(locked / "pg").start()
+    with pytest.raises(ServiceError, match=r"cannot enter .*locked"):
+        EmbeddedMosquitto(locked / "mq").start()
