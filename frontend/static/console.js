@@ -117,6 +117,28 @@ export function formatAge(fromMs, nowMs) {
   return t("age.d", { n: Math.floor(h / 24), h: h % 24 });
 }
 
+/** Whole minutes to arrive (rounded up, at least 1), or null when not reachable. */
+export function etaMinutes(etaS) {
+  if (etaS === null || etaS === undefined || etaS === "") return null;
+  const s = Number(etaS);
+  if (!Number.isFinite(s) || s < 0) return null;
+  return Math.max(1, Math.ceil(s / 60));
+}
+
+/** "ETA n min" or "unreachable". */
+export function formatEta(etaS) {
+  const m = etaMinutes(etaS);
+  return m === null ? t("rec.unreachable") : t("rec.eta", { n: m });
+}
+
+/** Metres as "350 m" or "1.2 km". */
+export function formatDistance(metres) {
+  const m = Number(metres);
+  if (metres === null || metres === undefined || !Number.isFinite(m)) return t("field.none");
+  if (m < 1000) return t("dist.m", { n: Math.round(m) });
+  return t("dist.km", { n: (m / 1000).toFixed(m < 10000 ? 1 : 0) });
+}
+
 const HTML_ESCAPES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
 
 /** Escape text for the few places (Leaflet control labels) that take HTML. */
@@ -146,7 +168,8 @@ function mergePresent(target, data) {
  * The console's picture of the world, driven only by server messages.
  *
  * apply(msg) returns what changed, so the view redraws only that:
- *   { reset, incidents:Set<id>, units:Set<id>, opened:[id], error, applied }
+ *   { reset, incidents:Set<id>, units:Set<id>, opened:[id], updated:[id], error, applied }
+ * (updated: incidents named by incident.updated or incident.closed events)
  */
 export class ConsoleState {
   constructor() {
@@ -173,7 +196,7 @@ export class ConsoleState {
 
   apply(msg) {
     const changes = {
-      reset: false, incidents: new Set(), units: new Set(), opened: [], error: null, applied: 0,
+      reset: false, incidents: new Set(), units: new Set(), opened: [], updated: [], error: null, applied: 0,
     };
     if (!msg || typeof msg !== "object") return changes;
     switch (msg.type) {
@@ -233,6 +256,7 @@ export class ConsoleState {
         else this.incidents.set(id, merged);
         changes.incidents.add(id);
         if (ev.name === "incident.opened" && !isTerminal(merged.status)) changes.opened.push(id);
+        else if (ev.name !== "incident.opened") changes.updated.push(id);
         break;
       }
       case "unit.moved":
@@ -259,6 +283,9 @@ const MAP_ZOOM = 12;
 const QUEUE_LIMIT = 1000; // more than this many rows stops being a queue anyway
 const NEW_HIGHLIGHT_MS = 10000;
 const SOUND_KEY = "emergency-console.sound";
+// The detail panel refetches at most this often when its incident keeps changing.
+const DETAIL_REFRESH_MS = 2000;
+const DETAIL_ALARMS = 5; // the last few alarms shown in the detail panel
 // Where console.css stacks map over queue; below it the map is too small for open controls.
 const NARROW_SCREEN = "(max-width: 800px)";
 
@@ -560,6 +587,11 @@ class Console {
     this.queueItems = new Map(); // id -> <li>
     this.newUntil = new Map(); // id -> ms
     this.selectedId = null;
+    // The open incident detail panel: {id, incident, rec, incResp, recResp, loading}, or null.
+    this.detail = null;
+    this.detailTimer = null;
+    this.detailLastFetch = 0;
+    this.detailGen = 0; // answers to an older fetch are dropped
     this.seenKinds = new Set(KINDS);
     this.seenStatuses = new Set(ACTIVE_STATUSES);
 
@@ -599,6 +631,7 @@ class Console {
     this.bindHeader();
     this.bindLogin();
     this.bindQueue();
+    this.bindDetail();
     onLangChange(() => this.relabel());
     this.relabel();
 
@@ -1049,6 +1082,7 @@ class Console {
       this.newUntil.clear();
     }
     for (const id of changes.incidents) this.pending.incidents.add(id);
+    if (this.detail && (changes.reset || changes.updated.includes(this.detail.id))) this.scheduleDetailRefresh();
     for (const id of changes.units) this.pending.units.add(id);
     if (changes.opened.length) {
       const until = Date.now() + NEW_HIGHLIGHT_MS;
@@ -1080,11 +1114,13 @@ class Console {
     this.pending = { reset: false, incidents: new Set(), units: new Set(), queue: false };
     if (p.reset) {
       this.renderAll();
+      this.renderDetail();
       return;
     }
     for (const id of p.incidents) this.renderIncident(id);
     for (const id of p.units) this.renderUnit(id);
     if (p.incidents.size) this.renderQueue(p.incidents);
+    if (this.detail && p.incidents.has(this.detail.id)) this.renderDetail(); // live header fields
   }
 
   clearLiveViews() {
@@ -1097,6 +1133,7 @@ class Console {
     this.queueItems.clear();
     this.newUntil.clear();
     this.selectedId = null;
+    this.closeDetail();
     this.$("incident-queue").replaceChildren();
     this.pending = { reset: false, incidents: new Set(), units: new Set(), queue: false };
     this.renderConnState();
@@ -1434,6 +1471,7 @@ class Console {
       li.classList.add("is-selected");
       if (!pan) li.scrollIntoView({ block: "nearest" });
     }
+    this.openDetail(id);
     if (!pan || !this.map) return;
     if (!this.map.hasLayer(this.layers.incidents)) this.map.addLayer(this.layers.incidents);
     const v = this.incidentViews.get(id);
@@ -1466,6 +1504,266 @@ class Console {
       this.refreshQueueContent();
       this.renderQueue(null);
     }
+    this.renderDetail();
+  }
+
+  // ---- incident detail ----
+
+  bindDetail() {
+    this.$("incident-detail-close").addEventListener("click", () => {
+      const id = this.detail ? this.detail.id : null;
+      this.closeDetail();
+      const li = id ? this.queueItems.get(id) : null;
+      if (li) li.focus({ preventScroll: false });
+    });
+    this.$("incident-detail").addEventListener("keydown", (e) => {
+      if (e.key === "Escape") this.$("incident-detail-close").click();
+    });
+  }
+
+  /** Open the panel for an incident and fetch its detail and recommendation. */
+  openDetail(id) {
+    const key = String(id);
+    if (this.detail && this.detail.id === key) return; // already open (queue click, then popup)
+    this.closeDetail();
+    this.detail = { id: key, incident: null, rec: null, incResp: null, recResp: null, loading: true };
+    const panel = this.$("incident-detail");
+    panel.dataset.incidentId = key;
+    panel.hidden = false;
+    this.$("side-panel").classList.add("detail-open");
+    this.renderDetail();
+    panel.scrollTop = 0;
+    this.fetchDetail();
+  }
+
+  closeDetail() {
+    clearTimeout(this.detailTimer);
+    this.detailTimer = null;
+    this.detail = null;
+    this.detailGen += 1;
+    const panel = this.$("incident-detail");
+    panel.hidden = true;
+    delete panel.dataset.incidentId;
+    delete panel.dataset.state;
+    this.$("incident-detail-body").replaceChildren();
+    this.$("side-panel").classList.remove("detail-open");
+  }
+
+  /** Refetch soon, but at most once per DETAIL_REFRESH_MS however many updates arrive. */
+  scheduleDetailRefresh() {
+    if (!this.detail || this.detailTimer) return;
+    const wait = Math.max(0, this.detailLastFetch + DETAIL_REFRESH_MS - Date.now());
+    this.detailTimer = setTimeout(() => {
+      this.detailTimer = null;
+      this.fetchDetail();
+    }, wait);
+  }
+
+  async fetchDetail() {
+    const d = this.detail;
+    if (!d) return;
+    const gen = ++this.detailGen;
+    this.detailLastFetch = Date.now();
+    d.loading = true;
+    this.renderDetail();
+    const path = `/api/incidents/${encodeURIComponent(d.id)}`;
+    const [inc, rec] = await Promise.all([
+      this.api.request("GET", path),
+      this.api.request("GET", `${path}/recommendation`),
+    ]);
+    if (gen !== this.detailGen || this.detail !== d) return; // closed, or a newer fetch is on its way
+    if (inc.status === 401 || rec.status === 401) {
+      this.showLogin(t("login.expired"));
+      return;
+    }
+    d.loading = false;
+    // A failed refresh keeps what we had and says why.
+    d.incResp = inc;
+    if (inc.status === 200 && inc.body && typeof inc.body === "object") d.incident = inc.body;
+    d.recResp = rec;
+    if (rec.status === 200 && rec.body && typeof rec.body === "object") d.rec = rec.body;
+    this.renderDetail();
+  }
+
+  /** The error text for a failed detail fetch, or null when it worked. */
+  detailError(resp, fallbackKey) {
+    if (!resp || (resp.status === 200 && resp.body && typeof resp.body === "object")) return null;
+    return resp.status === 0 ? t("detail.network") : errorMessage(resp.body, fallbackKey);
+  }
+
+  renderDetail() {
+    const d = this.detail;
+    if (!d) return;
+    const panel = this.$("incident-detail");
+    const incError = this.detailError(d.incResp, "detail.load_failed");
+    const recError = this.detailError(d.recResp, "detail.rec_failed");
+    panel.dataset.state = d.loading ? "loading" : (incError || recError ? "error" : "ready");
+    // Live fields (from the feed) over the fetched ones: they are at least as fresh.
+    const live = this.state.incidents.get(d.id);
+    const info = { ...(d.incident || {}), ...(live || {}) };
+    const sev = classToken(info.severity, SEVERITIES);
+    const nodes = [];
+    const haveAny = Boolean(d.incident || live);
+
+    nodes.push(el("div", { class: `detail-head sev-${sev}` },
+      el("span", { class: "sev-badge", text: label("severity", info.severity) }),
+      el("h3", { class: "detail-title", text: haveAny ? (info.title || label("kind", info.kind)) : t("detail.label") })));
+    if (d.loading) {
+      nodes.push(el("p", { class: "detail-loading", role: "status",
+        text: d.incident || d.rec ? t("detail.refreshing") : t("detail.loading") }));
+    }
+    if (incError) nodes.push(el("p", { class: "detail-error", role: "alert", text: incError }));
+
+    if (haveAny) {
+      const dl = el("dl", { class: "detail-fields" });
+      const rows = [
+        ["field.severity", label("severity", info.severity)],
+        ["field.status", label("status", info.status)],
+        ["field.kind", label("kind", info.kind)],
+        ["field.district", this.districtLabel(info.district)],
+        ["field.alarm_count", info.alarm_count ?? 0],
+        ["detail.sensor_count", info.sensor_count ?? t("field.none")],
+        ["field.opened_at", fmtTime(info.opened_at)],
+        ["field.updated_at", fmtTime(info.updated_at)],
+      ];
+      for (const [key, value] of rows) dl.append(el("dt", { text: t(key) }), el("dd", { text: String(value) }));
+      nodes.push(dl);
+    }
+
+    if (d.incident) nodes.push(this.detailAlarms(d.incident.alarms));
+    nodes.push(this.detailRecommendation(d, recError));
+    const places = d.incident || d.rec;
+    if (places) {
+      nodes.push(this.detailPlaces("hazards", "detail.hazards", places.hazards, "hazard_kind"));
+      nodes.push(this.detailPlaces("sites", "detail.sites", places.sites, "site_kind"));
+    }
+    this.$("incident-detail-body").replaceChildren(...nodes);
+  }
+
+  detailSection(name, headingKey, ...children) {
+    return el("section", { class: `detail-section detail-${name}`, dataset: { section: name } },
+      el("h4", { class: "detail-heading", text: t(headingKey) }), ...children);
+  }
+
+  detailAlarms(alarms) {
+    const list = Array.isArray(alarms) ? alarms : [];
+    if (!list.length) return this.detailSection("alarms", "detail.alarms", el("p", { class: "detail-empty", text: t("detail.no_alarms") }));
+    const ul = el("ul", { class: "detail-alarms-list" });
+    for (const a of list.slice(0, DETAIL_ALARMS)) {
+      if (!a || typeof a !== "object") continue;
+      const value = a.value !== null && a.value !== undefined ? `${a.value}${a.unit ? ` ${a.unit}` : ""}` : null;
+      ul.append(el("li", { class: `detail-alarm sev-${classToken(a.severity, SEVERITIES)}` },
+        el("span", { class: "alarm-meta", text: t("detail.alarm_line", {
+          time: fmtTime(a.time), sensor: a.sensor_id ?? t("field.none"), severity: label("severity", a.severity),
+        }) }),
+        a.message ? el("span", { class: "alarm-message", text: String(a.message) }) : null,
+        value ? el("span", { class: "alarm-value", text: value }) : null));
+    }
+    const more = list.length > DETAIL_ALARMS
+      ? el("p", { class: "detail-more", text: t("detail.more_alarms", { n: list.length - DETAIL_ALARMS }) })
+      : null;
+    return this.detailSection("alarms", "detail.alarms", ul, more);
+  }
+
+  unitChoiceText(u) {
+    return t("rec.unit_line", {
+      callsign: u.callsign ?? u.id ?? t("field.none"),
+      type: label("unit_type", u.type),
+      eta: formatEta(u.eta_s),
+    });
+  }
+
+  detailRecommendation(d, recError) {
+    const rec = d.rec;
+    const parts = [];
+    if (d.loading && !rec) parts.push(el("p", { class: "detail-loading", role: "status", text: t("detail.loading") }));
+    if (recError) parts.push(el("p", { class: "detail-error", role: "alert", text: recError }));
+    if (!rec) return this.detailSection("recommendation", "rec.title", ...parts);
+
+    const plan = rec.plan && typeof rec.plan === "object" ? rec.plan : {};
+    parts.push(el("p", { class: "rec-plan" },
+      el("span", { class: "rec-plan-name", text: t("rec.plan", { name: plan.name ?? t("field.none") }) }),
+      rec.complete ? el("span", { class: "rec-complete", text: t("rec.complete") }) : null));
+    if (rec.note) parts.push(el("p", { class: "rec-note", text: String(rec.note) }));
+
+    const shortfalls = Array.isArray(rec.shortfalls) ? rec.shortfalls : [];
+    if (shortfalls.length) {
+      const ul = el("ul", { class: "shortfall-list" });
+      for (const s of shortfalls) {
+        if (!s || typeof s !== "object") continue;
+        const text = s.message
+          ? String(s.message)
+          : t("rec.shortfall", { what: s.key ?? s.what ?? "", needed: s.needed ?? "", available: s.available ?? "" });
+        ul.append(el("li", { class: "shortfall", dataset: { what: String(s.what ?? ""), key: String(s.key ?? "") }, text }));
+      }
+      parts.push(el("div", { class: "shortfalls", role: "alert" },
+        el("h5", { class: "shortfalls-title", text: t("rec.shortfalls") }), ul));
+    }
+
+    const assignments = Array.isArray(rec.assignments) ? rec.assignments : [];
+    if (assignments.length) {
+      const ul = el("ul", { class: "assignments" });
+      for (const a of assignments) {
+        if (!a || typeof a !== "object") continue;
+        const chosen = Array.isArray(a.chosen) ? a.chosen : [];
+        const alternates = Array.isArray(a.alternates) ? a.alternates : [];
+        const short = chosen.length < (Number(a.needed) || 0);
+        const units = el("ul", { class: "assignment-units" });
+        for (const u of chosen) {
+          if (!u || typeof u !== "object") continue;
+          units.append(el("li", { class: `unit-choice${u.late ? " is-late" : ""}${etaMinutes(u.eta_s) === null ? " is-unreachable" : ""}`, dataset: { unitId: String(u.id ?? "") } },
+            this.unitChoiceText(u),
+            u.late ? el("span", { class: "late-badge", text: t("rec.late") }) : null));
+        }
+        ul.append(el("li", { class: `assignment${short ? " is-short" : ""}`, dataset: { capability: String(a.capability ?? "") } },
+          el("div", { class: "assignment-head" },
+            el("span", { class: "assignment-capability", text: label("capability", a.capability) }),
+            el("span", { class: "assignment-count", text: t("rec.needed", { n: a.needed ?? 0, chosen: chosen.length }) })),
+          units.childElementCount ? units : el("p", { class: "detail-empty", text: t("rec.none_chosen") }),
+          alternates.length
+            ? el("small", { class: "assignment-alternates", text: t("rec.alternates", {
+              list: alternates.filter((u) => u && typeof u === "object").map((u) => `${u.callsign ?? u.id ?? ""} (${formatEta(u.eta_s)})`).join(", "),
+            }) })
+            : null));
+      }
+      parts.push(el("h5", { class: "rec-subheading", text: t("rec.units") }), ul);
+    }
+
+    const supplies = Array.isArray(rec.supplies) ? rec.supplies : [];
+    parts.push(el("h5", { class: "rec-subheading", text: t("rec.supplies") }));
+    if (!supplies.length) {
+      parts.push(el("p", { class: "detail-empty", text: t("rec.no_supplies") }));
+    } else {
+      const ul = el("ul", { class: "rec-supplies" });
+      for (const s of supplies) {
+        if (!s || typeof s !== "object") continue;
+        const sources = el("ul", { class: "supply-sources" });
+        for (const src of Array.isArray(s.sources) ? s.sources : []) {
+          if (!src || typeof src !== "object") continue;
+          sources.append(el("li", { text: t("rec.source_line", {
+            name: src.name ?? src.depot_id ?? "", quantity: src.quantity ?? "", eta: formatEta(src.eta_s),
+          }) }));
+        }
+        const short = (Number(s.filled) || 0) < (Number(s.needed) || 0);
+        ul.append(el("li", { class: `rec-supply${short ? " is-short" : ""}` },
+          el("span", { text: t("rec.supply_line", { item: s.item ?? "", filled: s.filled ?? 0, needed: s.needed ?? 0, unit: s.unit ?? "" }) }),
+          sources.childElementCount ? sources : null));
+      }
+      parts.push(ul);
+    }
+    return this.detailSection("recommendation", "rec.title", ...parts);
+  }
+
+  detailPlaces(name, headingKey, places, kindGroup) {
+    const list = (Array.isArray(places) ? places : []).filter((p) => p && typeof p === "object");
+    if (!list.length) return this.detailSection(name, headingKey, el("p", { class: "detail-empty", text: t("detail.no_places") }));
+    const ul = el("ul", { class: "detail-places" });
+    for (const p of list) {
+      ul.append(el("li", { class: "detail-place", dataset: { placeId: String(p.id ?? "") } },
+        el("span", { class: "place-name", text: String(p.name ?? p.id ?? "") }),
+        el("span", { class: "place-meta", text: t("detail.place_line", { kind: label(kindGroup, p.kind), distance: formatDistance(p.distance_m) }) })));
+    }
+    return this.detailSection(name, headingKey, ul);
   }
 }
 

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 
 import {
   ConsoleState, queueOf, backoffDelay, formatAge, escapeHtml, classToken, isTerminal,
+  etaMinutes, formatEta, formatDistance,
 } from "../static/console.js";
 import { missingKeys, t, setLang, label, detectLang, KINDS, SEVERITIES, UNIT_STATUSES, ACTIVE_STATUSES, TERMINAL_STATUSES, has } from "../static/i18n.js";
 
@@ -125,4 +126,38 @@ test("language switching and formatting", () => {
   assert.equal(detectLang(null, ["fr-FR"]), "en");
   const store = new Map([["emergency-console.lang", "zh-CN"]]);
   assert.equal(detectLang({ getItem: (k) => store.get(k) ?? null }, ["en-US"]), "zh-CN");
+});
+
+test("incident.updated and incident.closed are reported as updated, opened is not", () => {
+  const s = new ConsoleState();
+  s.apply({ type: "snapshot", seq: 1, incidents: [], units: [] });
+  let c = s.apply({ type: "event", seq: 2, name: "incident.opened", data: incident(5, "Minor", "2024-05-01T00:00:00Z") });
+  assert.deepEqual(c.opened, ["5"]);
+  assert.deepEqual(c.updated, []);
+  c = s.apply({ type: "event", seq: 3, name: "incident.updated", data: { id: 5, severity: "Severe" } });
+  assert.deepEqual(c.updated, ["5"]);
+  c = s.apply({ type: "event", seq: 3, name: "incident.updated", data: { id: 5, severity: "Extreme" } });
+  assert.deepEqual(c.updated, [], "a replayed event is not an update");
+  c = s.apply({ type: "event", seq: 4, name: "incident.closed", data: { id: 5 } });
+  assert.deepEqual(c.updated, ["5"]);
+});
+
+test("ETA minutes round up, null or bad is unreachable; distances in m or km", () => {
+  setLang("en", null);
+  assert.equal(etaMinutes(0), 1);
+  assert.equal(etaMinutes(59), 1);
+  assert.equal(etaMinutes(61), 2);
+  assert.equal(etaMinutes(null), null);
+  assert.equal(etaMinutes(undefined), null);
+  assert.equal(etaMinutes("x"), null);
+  assert.equal(formatEta(600), "ETA 10 min");
+  assert.equal(formatEta(null), "unreachable");
+  assert.equal(formatDistance(349.6), "350 m");
+  assert.equal(formatDistance(1234), "1.2 km");
+  assert.equal(formatDistance(23456), "23 km");
+  assert.equal(formatDistance(null), "—");
+  setLang("zh-CN", null);
+  assert.equal(formatEta(null), "无法到达");
+  assert.equal(formatDistance(80), "80 米");
+  setLang("en", null);
 });

@@ -13,8 +13,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import asyncpg
 from playwright.async_api import Page, expect
+from shapely.geometry import Point
 
+from command import db
 from command.settings import Settings
 from tests.integration.helpers import (
     PASSWORD,
@@ -286,4 +289,101 @@ async def test_screenshots_desktop_and_mobile(
         await page.keyboard.press("Enter")
         await expect(incidents_layer).to_be_visible()
         await expect(incidents_layer).to_be_checked()
+        assert_no_page_errors(page)
+
+
+async def add_hazard_at_s1(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    await db.register_codecs(conn)
+    try:
+        await conn.execute(
+            """INSERT INTO hazards (id, kind, name, geom)
+               VALUES ('H-1', 'chemical_plant', 'Riverside Chemical Works', $1)""",
+            Point(120.15, 30.27),
+        )
+    finally:
+        await conn.close()
+
+
+async def test_incident_detail_shows_recommendation_shortfalls_and_hazards(
+    page: Page, database_url: str, mqtt_url: str, artifacts: Path
+) -> None:
+    await seed_minimal(database_url)
+    await add_hazard_at_s1(database_url)
+    settings = settings_for(database_url, mqtt_url)
+    async with running_server(settings), publisher(mqtt_url) as pub:
+        await sign_in(page, settings)
+        await pub.publish("sensors/S-1/alarm", alarm("hz-1", kind="hazmat", severity="Extreme"))
+        rows = page.locator(ROWS)
+        await expect(rows).to_have_count(1)
+        row = rows.first
+        incident_id = await row.get_attribute("data-incident-id")
+        assert incident_id
+        title = (await row.locator(".item-title").text_content() or "").strip()
+        assert title
+
+        detail = page.locator("#incident-detail")
+        await expect(detail).to_be_hidden()
+        await row.click()
+        await expect(detail).to_be_visible()
+        await expect(detail).to_have_attribute("data-incident-id", incident_id)
+        await expect(detail).to_have_attribute("data-state", "ready")
+        await expect(detail.locator(".detail-title")).to_have_text(title)
+        await expect(detail.locator(".detail-fields")).to_contain_text("Extreme")
+        await expect(detail.locator(".detail-alarm")).to_have_count(1)
+
+        # Only a fire engine in the city: the hazmat need is a shortfall, said as text.
+        shortfall = detail.locator(".shortfall").first
+        await expect(shortfall).to_be_visible()
+        assert (await shortfall.text_content() or "").strip()
+        await expect(detail.locator(".rec-plan-name")).to_contain_text("hazmat")
+        await expect(detail.locator('.assignment[data-capability="hazmat"]')).to_contain_text("Hazmat")
+        hazards = detail.locator('[data-section="hazards"]')
+        await expect(hazards.locator(".place-name")).to_contain_text(["Riverside Chemical Works"])
+        await expect(hazards).to_contain_text("Chemical plant")
+
+        # A new alarm on the incident (incident.updated) refetches the open detail.
+        await pub.publish("sensors/S-1/alarm", alarm("hz-2", kind="hazmat", severity="Extreme"))
+        await expect(detail.locator(".detail-alarm")).to_have_count(2)
+        await page.screenshot(path=artifacts / "console-detail.png")
+        await hazards.scroll_into_view_if_needed()
+        await page.screenshot(path=artifacts / "console-detail-lower.png")
+
+        heading = detail.locator('[data-section="recommendation"] > .detail-heading')
+        await expect(heading).to_have_text("Recommendation")
+        await page.locator("#lang-select").select_option("zh-CN")
+        await expect(heading).to_have_text("处置建议")
+        await expect(detail.locator('[data-section="hazards"] > .detail-heading')).to_have_text("周边危险源")
+        await page.locator("#lang-select").select_option("en")
+
+        # On a phone the detail takes the queue's place; the close button brings the queue back.
+        await page.set_viewport_size({"width": 390, "height": 844})
+        await expect(page.locator("#incident-queue")).to_be_hidden()
+        await page.click("#incident-detail-close")
+        await expect(detail).to_be_hidden()
+        await expect(row).to_be_visible()
+        assert_no_page_errors(page)
+
+
+async def test_incident_detail_shows_server_error(page: Page, database_url: str, mqtt_url: str) -> None:
+    async with seeded_server(database_url, mqtt_url) as settings, publisher(mqtt_url) as pub:
+        await sign_in(page, settings)
+        await pub.publish("sensors/S-1/alarm", alarm("e-1", severity="Severe"))
+        await expect(page.locator(ROWS)).to_have_count(1)
+        # The recommendation fails: its error message from {"error":{"message"}} is shown.
+        await page.route(
+            "**/recommendation",
+            lambda route: route.fulfill(
+                status=500,
+                content_type="application/json",
+                body='{"error": {"code": "internal", "message": "planner exploded"}}',
+            ),
+        )
+        await page.locator(ROWS).first.click()
+        detail = page.locator("#incident-detail")
+        await expect(detail).to_have_attribute("data-state", "error")
+        await expect(detail.locator(".detail-error")).to_have_text("planner exploded")
+        # The incident itself still loaded.
+        await expect(detail.locator(".detail-alarm")).to_have_count(1)
+        await page.unroute("**/recommendation")
         assert_no_page_errors(page)
