@@ -221,7 +221,7 @@ async def list_units(request: web.Request) -> web.Response:
 
 
 def _city_layer(name: str, fetch: Callable[[asyncpg.Connection], Awaitable[list[dict[str, Any]]]]) -> Handler:
-    """A read-only layer of the city's data, for everyone but field teams' restricted views."""
+    """A read-only layer of the city's data (districts, roads, depots...): any signed-in role may read it."""
 
     async def handler(request: web.Request) -> web.Response:
         async with request.app[POOL].acquire() as conn:
