@@ -40,14 +40,13 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import asyncpg
 from shapely.geometry import Point
 from shapely.geometry.base import BaseGeometry
 
-from bench.ingest import _jsonable, _stoppable, _write, attempt, progress
+from bench.ingest import _stoppable, attempt, progress, save_results
 from bench.machine import load_average, machine_info
 from bench.procs import BenchError
 from bench.rig import Rig, rig
@@ -63,7 +62,6 @@ from dispatch.recommendation import MAX_CANDIDATES, IncidentPlace, closing_kinds
 from dispatch.units import CAPABILITIES, CAPABILITIES_OF_TYPE, UNIT_STATUSES, UNIT_TYPES
 from sensors.alarms import SEVERITIES
 
-RESULTS = Path(__file__).resolve().parent / "results"
 T = TypeVar("T")
 
 #: The server's default: units whose position is older are not recommended.
@@ -844,12 +842,7 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m bench.geo") ->
     markdown = render(report)
     print(markdown, end="")
     if not args.no_save:
-        RESULTS.mkdir(exist_ok=True)
-        suffix = "" if profile.name == "default" else f"-{profile.name}"
-        json_path = RESULTS / f"geo-{started:%Y-%m-%d}{suffix}.json"
-        _write(json_path, json.dumps(_jsonable(report), indent=2, default=str) + "\n")
-        _write(RESULTS / "geo-latest.md", markdown)
-        progress(f"wrote {json_path.relative_to(RESULTS.parent.parent)} and bench/results/geo-latest.md")
+        save_results("geo", started, profile.name, report, markdown)
     return 1 if report["errors"] else 0
 
 

@@ -648,6 +648,18 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def save_results(
+    kind: str, started: datetime, profile_name: str, report: dict[str, Any], markdown: str
+) -> None:
+    """Write ``bench/results/{kind}-{date}[-profile].json`` and ``{kind}-latest.md``."""
+    RESULTS.mkdir(exist_ok=True)
+    suffix = "" if profile_name == "default" else f"-{profile_name}"
+    json_path = RESULTS / f"{kind}-{started:%Y-%m-%d}{suffix}.json"
+    _write(json_path, json.dumps(_jsonable(report), indent=2, default=str) + "\n")
+    _write(RESULTS / f"{kind}-latest.md", markdown)
+    progress(f"wrote {json_path.relative_to(RESULTS.parent.parent)} and bench/results/{kind}-latest.md")
+
+
 async def _stoppable(main: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
     """Run ``main``; SIGTERM cancels it like Ctrl-C, so the cleanup blocks still run."""
     task = asyncio.current_task()
@@ -717,10 +729,5 @@ def main(argv: list[str] | None = None) -> int:
     markdown = render(report)
     print(markdown, end="")
     if not args.no_save:
-        RESULTS.mkdir(exist_ok=True)
-        suffix = "" if profile.name == "default" else f"-{profile.name}"
-        json_path = RESULTS / f"ingest-{started:%Y-%m-%d}{suffix}.json"
-        _write(json_path, json.dumps(_jsonable(report), indent=2, default=str) + "\n")
-        _write(RESULTS / "ingest-latest.md", markdown)
-        progress(f"wrote {json_path.relative_to(RESULTS.parent.parent)} and bench/results/ingest-latest.md")
+        save_results("ingest", started, profile.name, report, markdown)
     return 1 if report["errors"] else 0

@@ -28,7 +28,7 @@ from shapely.geometry import Point
 
 from command.incidents import AlertRef, Incident
 from command.rows import INCIDENT_COLUMNS, incident_from_row
-from sensors.cap import CapAlert, CapIncident, to_incident_fields
+from sensors.cap import CapAlert, to_incident_fields
 
 
 async def _record(conn: asyncpg.Connection, source: str, alert: CapAlert) -> int | None:
@@ -67,15 +67,24 @@ async def _referenced_incidents(conn: asyncpg.Connection, alert: CapAlert) -> li
     return [r["incident_id"] for r in rows]
 
 
-def _fields(alert: CapAlert) -> tuple[CapIncident, Point | None]:
-    """The alert in our vocabulary, and its point (None for an alert without geometry)."""
+def _values(alert: CapAlert) -> tuple[object, ...]:
+    """The incident columns an alert sets, in the order both statements below take them:
+    kind, category, severity, urgency, certainty, location, area, title."""
     fields = to_incident_fields(alert)
     point = Point(fields.lon, fields.lat) if fields.lat is not None and fields.lon is not None else None
-    return fields, point
+    return (
+        fields.kind,
+        fields.category,
+        fields.severity,
+        fields.urgency,
+        fields.certainty,
+        point,
+        fields.area,
+        fields.title[:500],
+    )
 
 
 async def _open(conn: asyncpg.Connection, alert: CapAlert, now: datetime) -> asyncpg.Record:
-    fields, point = _fields(alert)
     row = await conn.fetchrow(
         f"""
         INSERT INTO incidents AS i (source, kind, category, severity, urgency, certainty, status,
@@ -87,14 +96,7 @@ async def _open(conn: asyncpg.Connection, alert: CapAlert, now: datetime) -> asy
                 $8, $9, $10, $10)
         RETURNING {INCIDENT_COLUMNS}
         """,
-        fields.kind,
-        fields.category,
-        fields.severity,
-        fields.urgency,
-        fields.certainty,
-        point,
-        fields.area,
-        fields.title[:500],
+        *_values(alert),
         f"cap:{alert.sender}:{alert.identifier}",
         now,
     )
@@ -105,7 +107,6 @@ async def _open(conn: asyncpg.Connection, alert: CapAlert, now: datetime) -> asy
 async def _update(
     conn: asyncpg.Connection, incident_id: int, alert: CapAlert, now: datetime
 ) -> asyncpg.Record | None:
-    fields, point = _fields(alert)
     # An Update replaces what the alert says (a sender may downgrade severity);
     # an update without geometry keeps the geometry we had.
     return await conn.fetchrow(
@@ -118,14 +119,7 @@ async def _update(
         RETURNING {INCIDENT_COLUMNS}
         """,
         incident_id,
-        fields.kind,
-        fields.category,
-        fields.severity,
-        fields.urgency,
-        fields.certainty,
-        point,
-        fields.area,
-        fields.title[:500],
+        *_values(alert),
         now,
     )
 

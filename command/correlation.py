@@ -12,6 +12,7 @@ own position error, and it keeps this module free of a projection library.
 
 from __future__ import annotations
 
+import functools
 import math
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
@@ -24,7 +25,7 @@ import shapely
 from shapely.geometry import MultiPoint, Point
 from shapely.geometry.base import BaseGeometry
 
-from command.incidents import category_of
+from command.incidents import category_of, more_severe
 from sensors.alarms import KINDS, Alarm
 
 KIND_TITLES: dict[str, str] = {
@@ -218,9 +219,6 @@ def title_for(located: Located) -> str:
     return f"{KIND_TITLES.get(located.alarm.kind, 'Alarm')} near {where}"
 
 
-_SEVERITY_RANK = {"Extreme": 0, "Severe": 1, "Moderate": 2, "Minor": 3, "Unknown": 4}
-
-
 @dataclass(slots=True)
 class _Cluster:
     incident_id: int | None
@@ -274,7 +272,7 @@ def correlate(alarms: Sequence[Located], candidates: Sequence[Candidate], rules:
                 family=cluster.family,
                 kind=first.alarm.kind,
                 category=category_of(first.alarm.kind),
-                severity=min((m.alarm.severity for m in cluster.members), key=_SEVERITY_RANK.__getitem__),
+                severity=functools.reduce(more_severe, (m.alarm.severity for m in cluster.members)),
                 lat=first.lat,
                 lon=first.lon,
                 title=title_for(first),

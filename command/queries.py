@@ -52,8 +52,9 @@ async def list_incidents(
 
 async def get_incident(
     conn: asyncpg.Connection, principal: Principal, incident_id: int
-) -> dict[str, Any] | None:
-    """The incident with its alarms and timeline, or None when absent or out of scope."""
+) -> tuple[dict[str, Any], IncidentPlace] | None:
+    """The incident with its alarms and timeline, and its place (for what lies
+    around it), or None when absent or out of scope."""
     scope, args = _incident_scope(principal)
     n = len(args)
     row = await conn.fetchrow(
@@ -64,6 +65,7 @@ async def get_incident(
     if row is None:
         return None
     incident = to_wire(incident_from_row(row))
+    place = IncidentPlace(row["id"], row["kind"], row["severity"], row["location"], row["area"])
     alarms = await conn.fetch(
         """
         SELECT a.sensor_id, a.alarm_id, a.kind, a.severity, a.time, a.received_at,
@@ -97,7 +99,7 @@ async def get_incident(
     incident["timeline"] = [
         {"seq": t["seq"], "name": t["name"], "time": t["created_at"].isoformat()} for t in timeline
     ]
-    return incident
+    return incident, place
 
 
 async def incident_place(

@@ -20,7 +20,7 @@ from command.cap_store import apply_alert
 from command.correlation import Candidate, Group, Located, Rules, correlate, lock_keys
 from command.incidents import ENDED, AlarmRef, Incident, to_wire
 from command.rows import INCIDENT_COLUMNS, UNIT_COLUMNS, incident_from_row, unit_wire
-from sensors.alarms import Alarm, Position, Rejected, StatusReport
+from sensors.alarms import SEVERITIES, Alarm, Position, Rejected, StatusReport
 from sensors.cap import CapAlert
 
 # Held from the first outbox insert to commit, so outbox seqs become visible
@@ -258,7 +258,7 @@ async def _candidates(conn: asyncpg.Connection, fresh: Sequence[Located], rules:
 
 
 # Severity ranks for SQL: array_position over this array grows with severity.
-_SEVERITY_ORDER = ["Unknown", "Minor", "Moderate", "Severe", "Extreme"]
+_SEVERITY_ORDER = list(reversed(SEVERITIES))
 
 
 async def _apply_group(conn: asyncpg.Connection, group: Group, now: datetime) -> Incident:

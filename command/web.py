@@ -177,11 +177,11 @@ async def get_incident(request: web.Request) -> web.Response:
         raise ApiError(404, "not_found", "no such incident") from None
     principal = principal_of(request)
     async with request.app[POOL].acquire() as conn:
-        incident = await queries.get_incident(conn, principal, incident_id)
-        place = await queries.incident_place(conn, principal, incident_id)
-        if incident is None or place is None:
+        found = await queries.get_incident(conn, principal, incident_id)
+        if found is None:
             # Out of scope and absent look the same, so existence does not leak.
             raise ApiError(404, "not_found", "no such incident")
+        incident, place = found
         around = await surroundings(conn, place, request.app[PLANS])
     # The incident's own district (set when it opened) stays; the places are added.
     return web.json_response(incident | {"hazards": around["hazards"], "sites": around["sites"]})
