@@ -40,6 +40,10 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 log = logging.getLogger(__name__)
 
+# Unacknowledged QoS 1 messages in flight to the server: large enough for
+# group commits to fill, and the most a broker crash can lose (docs/operations.md).
+RECEIVE_MAXIMUM = 1000
+
 
 @dataclass(frozen=True, slots=True)
 class Inbound:
@@ -77,7 +81,7 @@ class MqttSession:
         username: str | None = None,
         password: str | None = None,
         session_expiry_s: int = 7 * 24 * 3600,
-        receive_maximum: int = 1000,
+        receive_maximum: int = RECEIVE_MAXIMUM,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         # Unbounded as a container; bounded by the slots (see module docstring).
@@ -103,7 +107,7 @@ class MqttSession:
         if username is not None:
             client.username_pw_set(username, password)
         client.reconnect_delay_set(min_delay=1, max_delay=10)
-        client.max_inflight_messages_set(1000)
+        client.max_inflight_messages_set(RECEIVE_MAXIMUM)
         client.max_queued_messages_set(0)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
