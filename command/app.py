@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Coroutine
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -23,12 +23,15 @@ from command import db
 from command import web as routes
 from command.admin_api import add_admin_routes
 from command.correlation import parse_rules
+from command.deadlines import watch_deadlines
+from command.dispatch_api import add_dispatch_routes
 from command.feed import Feed
 from command.hub import Hub
 from command.ingest import Ingest
 from command.keys import HUB, METRICS, MQTT, PLANS, POOL, SETTINGS
 from command.metrics import Metrics
 from command.settings import Settings
+from command.stats_api import add_stats_routes
 from command.store import mark_silent_sensors
 from dispatch.plans import parse_plans
 from sensors.mqtt import MqttSession
@@ -110,6 +113,15 @@ async def liveness_ctx(app: web.Application) -> AsyncIterator[None]:
     await _stop(task)
 
 
+async def deadlines_ctx(app: web.Application) -> AsyncIterator[None]:
+    max_age = timedelta(seconds=app[SETTINGS].position_max_age_s)
+    task = _spawn(
+        "deadlines", supervise("deadlines", lambda: watch_deadlines(app[POOL], app[PLANS], max_age))
+    )
+    yield
+    await _stop(task)
+
+
 async def mqtt_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     target = settings.mqtt
@@ -152,8 +164,10 @@ def create_app(settings: Settings) -> web.Application:
     app[HUB] = Hub(queue_max=settings.client_queue_max)
     # Validated at start-up: a bad plans file stops the server, not a commander's click.
     app[PLANS] = parse_plans(settings.plans_path.read_text())
-    app.cleanup_ctx.extend([pool_ctx, feed_ctx, liveness_ctx, mqtt_ctx])
+    app.cleanup_ctx.extend([pool_ctx, feed_ctx, liveness_ctx, deadlines_ctx, mqtt_ctx])
     app.on_shutdown.append(close_consoles)
     routes.add_routes(app)
     add_admin_routes(app)
+    add_dispatch_routes(app)
+    add_stats_routes(app)
     return app

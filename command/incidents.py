@@ -27,6 +27,53 @@ STATUSES: tuple[str, ...] = (
 # An incident in one of these no longer collects alarms.
 ENDED: frozenset[str] = frozenset({"resolved", "closed", "false_alarm", "cancelled"})
 
+# The lifecycle a commander drives (POST /api/incidents/{id}/status). The
+# first dispatch also moves a new or confirmed incident to responding.
+# Reopening (from an ended state, with a reason) goes back to confirmed.
+_NEXT: dict[str, frozenset[str]] = {
+    "new": frozenset({"confirmed", "responding", "false_alarm", "cancelled"}),
+    "confirmed": frozenset({"responding", "contained", "resolved", "false_alarm", "cancelled"}),
+    "responding": frozenset({"contained", "resolved", "false_alarm", "cancelled"}),
+    "contained": frozenset({"responding", "resolved"}),
+    "resolved": frozenset({"closed"}),
+    "closed": frozenset(),
+    "false_alarm": frozenset(),
+    "cancelled": frozenset(),
+}
+REOPEN = "reopen"
+# Ending an incident this way needs a reason in the timeline.
+NEEDS_REASON: frozenset[str] = frozenset({"false_alarm", "cancelled", REOPEN})
+
+
+class InvalidStatusChange(ValueError):
+    """A lifecycle step that is not allowed; the message says why."""
+
+
+def next_status(current: str, requested: str, reason: str | None) -> str:
+    """The status an incident moves to when a commander asks for ``requested``.
+
+    ``requested`` is a status, or ``"reopen"`` for an ended incident.
+
+    Raises:
+        InvalidStatusChange: unknown status, a step the lifecycle does not
+            allow, or a missing reason where one is required.
+    """
+    if requested != REOPEN and requested not in STATUSES:
+        raise InvalidStatusChange(
+            f"unknown status {requested!r}; expected one of {', '.join(STATUSES)} or reopen"
+        )
+    if requested in NEEDS_REASON and not (reason and reason.strip()):
+        raise InvalidStatusChange(f"{requested} needs a reason")
+    if requested == REOPEN:
+        if current not in ENDED:
+            raise InvalidStatusChange(f"only an ended incident can be reopened; this one is {current}")
+        return "confirmed"
+    if requested not in _NEXT[current]:
+        allowed = ", ".join(sorted(_NEXT[current])) or "nothing (reopen it first)"
+        raise InvalidStatusChange(f"an incident that is {current} can become: {allowed}")
+    return requested
+
+
 _RANK = {severity: rank for rank, severity in enumerate(SEVERITIES)}
 
 

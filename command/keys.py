@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 from aiohttp import web
 
+from command.delivery import Delivery
 from command.hub import Hub
 from command.metrics import Metrics
 from command.settings import Settings
@@ -17,3 +18,4 @@ METRICS = web.AppKey("metrics", Metrics)
 HUB = web.AppKey("hub", Hub)
 MQTT = web.AppKey("mqtt", MqttSession)
 PLANS = web.AppKey("plans", Plans)
+DELIVERY = web.AppKey("delivery", Delivery)

@@ -21,6 +21,7 @@ class Metrics:
     qos0_dropped: Gauge = field(init=False)
     consoles: Gauge = field(init=False)
     console_overflows: Gauge = field(init=False)
+    unit_orders_sent: Counter = field(init=False)
 
     def __post_init__(self) -> None:
         r = self.registry
@@ -56,4 +57,8 @@ class Metrics:
         self.consoles = Gauge("emergency_consoles", "Connected consoles", registry=r)
         self.console_overflows = Gauge(
             "emergency_console_overflows", "Consoles closed for falling behind", registry=r
+        )
+        # Exposed as emergency_unit_orders_sent_total (prometheus_client adds _total).
+        self.unit_orders_sent = Counter(
+            "emergency_unit_orders_sent", "Unit outbox rows the broker acknowledged", registry=r
         )

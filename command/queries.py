@@ -10,10 +10,13 @@ from typing import Any
 
 import asyncpg
 
+from command.dispatch_store import incident_dispatches
 from command.feed import event_from_row
 from command.feed_protocol import Event, Principal, visible
 from command.incidents import ENDED, to_wire
 from command.rows import INCIDENT_COLUMNS, UNIT_COLUMNS, incident_from_row, unit_wire
+from command.tasks_store import list_tasks
+from command.timeline import timeline
 from dispatch.recommendation import IncidentPlace
 
 
@@ -24,8 +27,8 @@ def _geojson(geom: Any) -> dict[str, Any] | None:
 def _incident_scope(principal: Principal) -> tuple[str, list[Any]]:
     """A WHERE fragment (over alias ``i``) limiting incidents to the principal's scope."""
     if principal.role == "field":
-        # Field teams see incidents through their dispatches (issue #5); none yet.
-        return "false", []
+        # A field team sees the incidents it has been dispatched to.
+        return "i.id IN (SELECT d.incident_id FROM dispatches d WHERE d.unit_id = $1)", [principal.unit_id]
     if principal.districts is not None:
         return "i.district_id = ANY($1::text[])", [list(principal.districts)]
     return "true", []
@@ -90,15 +93,15 @@ async def get_incident(
         }
         for a in alarms
     ]
-    timeline = await conn.fetch(
-        """
-        SELECT seq, name, created_at FROM events WHERE incident_id = $1 ORDER BY seq LIMIT 1000
-        """,
-        incident_id,
-    )
-    incident["timeline"] = [
-        {"seq": t["seq"], "name": t["name"], "time": t["created_at"].isoformat()} for t in timeline
-    ]
+    recorded = await timeline(conn, incident_id)
+    if not any(entry["action"] == "opened" for entry in recorded):
+        # Incidents opened by ingest are not written to the timeline on the hot
+        # path; their opening is the row's own opened_at.
+        opened = {"id": None, "time": incident["opened_at"], "actor": incident["source"], "action": "opened"}
+        recorded.insert(0, opened | {"from": None, "to": "new", "detail": {}})
+    incident["timeline"] = recorded
+    incident["dispatches"] = await incident_dispatches(conn, incident_id)
+    incident["tasks"] = await list_tasks(conn, incident_id)
     return incident, place
 
 

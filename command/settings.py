@@ -71,6 +71,11 @@ class Settings:
     client_queue_max: int = 1000
     # Units whose last position is older than this are not recommended.
     position_max_age_s: int = 900
+    # Response-time SLA targets for GET /api/stats (dispatch/kpi.py): NFPA 1221
+    # alarm processing, NFPA 1710 turnout (the fire figure) and travel.
+    sla_dispatch_s: int = 60
+    sla_turnout_s: int = 80
+    sla_travel_s: int = 240
     plans_path: Path = field(
         default_factory=lambda: Path(__file__).resolve().parent.parent / "dispatch" / "plans.toml"
     )
@@ -124,7 +129,17 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         instance=env.get("EMERGENCY_INSTANCE") or platform.node(),
         token_ttl_s=_int(env, "EMERGENCY_TOKEN_TTL_S", 12 * 3600),
         position_max_age_s=_int(env, "EMERGENCY_POSITION_MAX_AGE_S", 900),
+        sla_dispatch_s=_int(env, "EMERGENCY_SLA_DISPATCH_S", 60),
+        sla_turnout_s=_int(env, "EMERGENCY_SLA_TURNOUT_S", 80),
+        sla_travel_s=_int(env, "EMERGENCY_SLA_TRAVEL_S", 240),
     )
+    for name, value in (
+        ("EMERGENCY_SLA_DISPATCH_S", settings.sla_dispatch_s),
+        ("EMERGENCY_SLA_TURNOUT_S", settings.sla_turnout_s),
+        ("EMERGENCY_SLA_TRAVEL_S", settings.sla_travel_s),
+    ):
+        if value <= 0:  # fail at start-up, not at the first GET /api/stats
+            raise ValueError(f"{name} must be > 0, got {value}")
     if plans_path:
         settings = replace(settings, plans_path=Path(plans_path))
     return replace(settings, correlation_rules_path=Path(rules_path)) if rules_path else settings

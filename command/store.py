@@ -7,25 +7,22 @@ that commits does the ingest acknowledge the messages (command/ingest.py).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 from shapely.geometry import Point
 
 from command.cap_store import apply_alert
 from command.correlation import Candidate, Group, Located, Rules, correlate, lock_keys
+from command.dispatch_store import field_report
 from command.incidents import ENDED, AlarmRef, Incident, to_wire
+from command.outbox import NewEvent, append_events
 from command.rows import INCIDENT_COLUMNS, UNIT_COLUMNS, incident_from_row, unit_wire
+from dispatch.progress import InvalidTransition
 from sensors.alarms import SEVERITIES, Alarm, Position, Rejected, StatusReport
 from sensors.cap import CapAlert
-
-# Held from the first outbox insert to commit, so outbox seqs become visible
-# in the order they were assigned (see the events table in 0001_schema.sql).
-EVENTS_LOCK = 0x45564E54
 
 # Dead-letter payloads are evidence, not storage: keep enough to diagnose.
 DEAD_LETTER_PAYLOAD_MAX = 4096
@@ -48,15 +45,6 @@ class DeadLetter:
 
 
 @dataclass(frozen=True, slots=True)
-class NewEvent:
-    name: str
-    data: dict[str, Any]
-    incident_id: int | None = None
-    unit_id: str | None = None
-    district_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class BatchResult:
     alarms_stored: int = 0
     alarms_duplicate: int = 0
@@ -66,36 +54,6 @@ class BatchResult:
     last_seq: int | None = None
     alerts_opened: int = 0
     cap_dead_letters: int = 0
-
-
-async def append_events(conn: asyncpg.Connection, events: Sequence[NewEvent]) -> int | None:
-    """Write outbox rows and wake every instance's feed. Call last in a transaction.
-
-    Returns:
-        the highest seq written, or None for no events.
-    """
-    if not events:
-        return None
-    await conn.execute("SELECT pg_advisory_xact_lock($1)", EVENTS_LOCK)
-    rows = await conn.fetch(
-        """
-        INSERT INTO events (name, data, incident_id, unit_id, district_id)
-        SELECT name, data::jsonb, incident_id, unit_id, district_id
-        FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[])
-             WITH ORDINALITY AS e(name, data, incident_id, unit_id, district_id, ord)
-        ORDER BY ord
-        RETURNING seq
-        """,
-        [e.name for e in events],
-        [json.dumps(e.data) for e in events],
-        [e.incident_id for e in events],
-        [e.unit_id for e in events],
-        [e.district_id for e in events],
-    )
-    last: int = max(r["seq"] for r in rows)
-    # Delivered at commit, and only then: a listener never hears of a row it cannot read.
-    await conn.execute("SELECT pg_notify('events', $1)", str(last))
-    return last
 
 
 async def insert_dead_letters(conn: asyncpg.Connection, letters: Sequence[DeadLetter]) -> None:
@@ -511,8 +469,23 @@ async def _store_statuses(
     dead: list[DeadLetter],
     events: list[NewEvent],
 ) -> None:
+    progress = sorted(
+        ((r, raw) for r, raw in statuses if r.dispatch_id is not None), key=lambda item: item[0].time
+    )
+    for report, raw in progress:
+        assert report.dispatch_id is not None
+        try:
+            events.extend(
+                await field_report(
+                    conn, report.unit_id, report.dispatch_id, report.status, report.reason, report.time
+                )
+            )
+        except InvalidTransition as exc:
+            dead.append(DeadLetter("mqtt", raw.topic, raw.payload, str(exc)))
     latest: dict[str, tuple[StatusReport, Raw]] = {}
     for report, raw in statuses:
+        if report.dispatch_id is not None:
+            continue
         kept = latest.get(report.unit_id)
         if kept is None or kept[0].time <= report.time:
             latest[report.unit_id] = (report, raw)

@@ -18,6 +18,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from command import accounts, queries
+from command.errors import ApiError as ApiError  # re-exported for the route modules
 from command.feed_protocol import Principal
 from command.keys import HUB, METRICS, MQTT, PLANS, POOL, SETTINGS
 from dispatch.recommendation import recommend_for, surroundings
@@ -32,12 +33,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
 
 
 def now() -> datetime:

@@ -29,8 +29,12 @@ DEFAULT_PLANS_PATH = Path(__file__).resolve().parent / "plans.toml"
 SEVERITY_ORDER: tuple[str, ...] = tuple(reversed(SEVERITIES))
 _RANK = {severity: rank for rank, severity in enumerate(SEVERITY_ORDER)}
 
-_ENTRY_FIELDS = frozenset({"units", "supplies", "radius_m", "closes_roads", "ack_deadline_s", "max_eta_s"})
+_ENTRY_FIELDS = frozenset(
+    {"units", "supplies", "radius_m", "closes_roads", "ack_deadline_s", "max_eta_s", "offer_next", "tasks"}
+)
+_OPTIONAL_FIELDS = frozenset({"supplies", "offer_next", "tasks"})
 _SUPPLY_FIELDS = frozenset({"item", "quantity", "unit"})
+_TASK_FIELDS = frozenset({"title", "due_s"})
 
 
 class PlanError(ValueError):
@@ -76,6 +80,20 @@ class SupplyNeed:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskNeed:
+    """A task the plan always sets (e.g. "set up a cordon"), due ``due_s`` after dispatch."""
+
+    title: str
+    due_s: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.title, str) or not 1 <= len(self.title) <= 200:
+            raise PlanError(f"tasks: title must be a string of 1 to 200 characters, got {self.title!r}")
+        if not _positive_int(self.due_s):
+            raise PlanError(f"tasks.{self.title}: due_s must be a positive integer, got {self.due_s!r}")
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     """The response to an incident of ``kind`` at ``min_severity`` or above
     (up to the next tier of the same kind).
@@ -86,7 +104,10 @@ class Plan:
     for hazards and protection sites; ``closes_roads`` says routing must avoid
     roads inside the incident's area; ``ack_deadline_s`` is how long a unit
     has to acknowledge a dispatch; ``max_eta_s`` is the arrival time within
-    which a unit counts as covering a need.
+    which a unit counts as covering a need; ``offer_next`` says an overdue
+    dispatch comes with the next-best unit to send instead; ``tasks`` are the
+    supervision tasks the plan sets besides those derived from its supplies,
+    road closures and the protection sites in the area (dispatch/tasks.py).
     """
 
     kind: str
@@ -97,6 +118,8 @@ class Plan:
     closes_roads: bool
     ack_deadline_s: int
     max_eta_s: int
+    offer_next: bool = True
+    tasks: tuple[TaskNeed, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -128,6 +151,8 @@ class Plan:
             raise PlanError(
                 f"plan {self.name}: closes_roads must be true or false, got {self.closes_roads!r}"
             )
+        if not isinstance(self.offer_next, bool):
+            raise PlanError(f"plan {self.name}: offer_next must be true or false, got {self.offer_next!r}")
         for name in ("ack_deadline_s", "max_eta_s"):
             value = getattr(self, name)
             if not _positive_int(value):
@@ -286,7 +311,7 @@ def _entry(kind: str, severity: str, body: Any) -> Plan:
     unknown = sorted(body.keys() - _ENTRY_FIELDS)
     if unknown:
         raise PlanError(f"plan {name}: unknown field {unknown[0]!r}")
-    missing = sorted(_ENTRY_FIELDS - body.keys() - {"supplies"})
+    missing = sorted(_ENTRY_FIELDS - body.keys() - _OPTIONAL_FIELDS)
     if missing:
         raise PlanError(f"plan {name}: missing field {missing[0]!r}")
 
@@ -307,6 +332,14 @@ def _entry(kind: str, severity: str, body: Any) -> Plan:
                 wrong = sorted(fields ^ _SUPPLY_FIELDS)
                 raise PlanError(f"supplies[{index}]: missing or unknown field {wrong[0]!r}")
             supplies.append(SupplyNeed(supply["item"], supply["quantity"], supply["unit"]))
+        tasks_doc = body.get("tasks", [])
+        if not isinstance(tasks_doc, list):
+            raise PlanError("tasks must be an array of { title, due_s } tables")
+        tasks = []
+        for index, task in enumerate(tasks_doc):
+            if not isinstance(task, dict) or set(task) != _TASK_FIELDS:
+                raise PlanError(f"tasks[{index}]: must be a {{ title, due_s }} table")
+            tasks.append(TaskNeed(task["title"], task["due_s"]))
     except PlanError as exc:
         raise PlanError(f"plan {name}: {exc}") from None
     return Plan(
@@ -318,6 +351,8 @@ def _entry(kind: str, severity: str, body: Any) -> Plan:
         closes_roads=body["closes_roads"],
         ack_deadline_s=body["ack_deadline_s"],
         max_eta_s=body["max_eta_s"],
+        offer_next=body.get("offer_next", True),
+        tasks=tuple(tasks),
     )
 
 

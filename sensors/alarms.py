@@ -268,18 +268,32 @@ UNIT_STATUSES: tuple[str, ...] = (
 )
 
 
+# Progress on a dispatch a unit may report with its dispatch_id (the state
+# machine is dispatch/progress.py; a unit test keeps the two in step).
+DISPATCH_REPORTS: tuple[str, ...] = ("acknowledged", "en_route", "on_scene", "cleared", "declined")
+
+
 @dataclass(frozen=True, slots=True)
 class StatusReport:
-    """A unit's own status report (``units/{id}/status``)."""
+    """A unit's own status report (``units/{id}/status``).
+
+    Without ``dispatch_id``, ``status`` is the unit's status (e.g. out of
+    service); with it, progress on that dispatch.
+    """
 
     unit_id: str
     status: str
     time: datetime
-    dispatch_id: str | None = None
+    dispatch_id: int | None = None
+    reason: str | None = None
 
     def __post_init__(self) -> None:
-        if self.status not in UNIT_STATUSES:
+        if self.dispatch_id is None and self.status not in UNIT_STATUSES:
             raise Rejected(f"unknown unit status {self.status!r}")
+        if self.dispatch_id is not None and self.status not in DISPATCH_REPORTS:
+            raise Rejected(
+                f"unknown dispatch status {self.status!r}; expected one of {', '.join(DISPATCH_REPORTS)}"
+            )
 
 
 def parse_status(unit_id: str, payload: bytes, now: datetime) -> StatusReport:
@@ -292,14 +306,18 @@ def parse_status(unit_id: str, payload: bytes, now: datetime) -> StatusReport:
     status = _string(doc, "status", required=True, limit=32)
     time_text = _string(doc, "time", required=True, limit=64)
     dispatch = doc.get("dispatch_id")
-    if dispatch is not None and not isinstance(dispatch, str | int):
-        raise Rejected("field 'dispatch_id' must be a string or an integer")
+    if isinstance(dispatch, str) and dispatch.isdigit() and len(dispatch) <= 18:
+        dispatch = int(dispatch)
+    if dispatch is not None and (isinstance(dispatch, bool) or not isinstance(dispatch, int) or dispatch < 1):
+        raise Rejected("field 'dispatch_id' must be a positive integer")
+    reason = _string(doc, "reason", required=False, limit=500)
     assert status is not None and time_text is not None
     return StatusReport(
         unit_id=unit_id,
         status=status,
         time=parse_time(time_text, now),
-        dispatch_id=str(dispatch) if dispatch is not None else None,
+        dispatch_id=dispatch,
+        reason=reason,
     )
 
 

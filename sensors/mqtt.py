@@ -157,6 +157,27 @@ class MqttSession:
         if info.rc != paho.MQTT_ERR_SUCCESS and info.rc != paho.MQTT_ERR_NO_CONN:
             raise ConnectionError(f"MQTT publish to {topic} failed: {paho.error_string(info.rc)}")
 
+    async def publish_confirmed(self, topic: str, payload: bytes, timeout: float) -> bool:
+        """Publish at QoS 1 and wait for the broker's PUBACK.
+
+        Returns:
+            True once the broker has acknowledged (it then owns the message,
+            queueing it for a subscriber that is away); False when not
+            connected, or no PUBACK came within ``timeout`` seconds.
+        """
+        # Not connected: do not publish at all. paho would keep a QoS 1
+        # message it could not send and send it on reconnect, so a caller
+        # retrying every second through an outage would queue a copy a second.
+        if not self._client.is_connected():
+            return False
+        info = self._client.publish(topic, payload, qos=1)
+        try:
+            # wait_for_publish blocks on a condition paho's thread sets: off the loop.
+            await asyncio.to_thread(info.wait_for_publish, timeout)
+            return info.is_published()
+        except (RuntimeError, ValueError):
+            return False  # not sent: the connection went, or paho's queue is full
+
     async def next_batch(self, limit: int) -> list[Inbound]:
         """Wait for a message, then return it with whatever else is queued, up to ``limit``."""
         batch = [await self._queue.get()]

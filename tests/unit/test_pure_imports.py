@@ -24,6 +24,7 @@ PURE = [
     "dispatch/units.py",
     "dispatch/plans.py",
     "dispatch/planner.py",
+    "dispatch/kpi.py",
 ]
 FORBIDDEN = {"asyncio", "aiohttp", "asyncpg", "paho", "aiomqtt", "websockets", "socket", "subprocess"}
 
