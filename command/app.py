@@ -1,6 +1,6 @@
 """Wiring: one cleanup context per resource, started in order, torn down in reverse.
 
-    pool -> hub + feed -> MQTT session + ingest
+    pool -> hub + feed -> liveness, deadlines -> MQTT session + ingest -> unit order delivery
 
 Shutdown therefore stops taking messages first (acks stop; the broker keeps
 what we did not acknowledge), then stops the feed, then the pool. Consoles
@@ -24,11 +24,12 @@ from command import web as routes
 from command.admin_api import add_admin_routes
 from command.correlation import parse_rules
 from command.deadlines import watch_deadlines
+from command.delivery import Delivery
 from command.dispatch_api import add_dispatch_routes
 from command.feed import Feed
 from command.hub import Hub
 from command.ingest import Ingest
-from command.keys import HUB, METRICS, MQTT, PLANS, POOL, SETTINGS
+from command.keys import DELIVERY, HUB, METRICS, MQTT, PLANS, POOL, SETTINGS
 from command.metrics import Metrics
 from command.settings import Settings
 from command.stats_api import add_stats_routes
@@ -147,6 +148,16 @@ async def mqtt_ctx(app: web.Application) -> AsyncIterator[None]:
     await session.close()
 
 
+async def delivery_ctx(app: web.Application) -> AsyncIterator[None]:
+    delivery = Delivery(app[POOL], app[MQTT], app[METRICS])
+    app[DELIVERY] = delivery
+    task = _spawn("delivery", supervise("delivery", delivery.run))
+    yield
+    # Before mqtt_ctx's teardown: a batch cut short is not marked sent, so the
+    # next instance to start sends it again (at-least-once; dispatch_id dedupes).
+    await _stop(task)
+
+
 async def close_consoles(app: web.Application) -> None:
     await app[HUB].close_all()
 
@@ -164,7 +175,7 @@ def create_app(settings: Settings) -> web.Application:
     app[HUB] = Hub(queue_max=settings.client_queue_max)
     # Validated at start-up: a bad plans file stops the server, not a commander's click.
     app[PLANS] = parse_plans(settings.plans_path.read_text())
-    app.cleanup_ctx.extend([pool_ctx, feed_ctx, liveness_ctx, deadlines_ctx, mqtt_ctx])
+    app.cleanup_ctx.extend([pool_ctx, feed_ctx, liveness_ctx, deadlines_ctx, mqtt_ctx, delivery_ctx])
     app.on_shutdown.append(close_consoles)
     routes.add_routes(app)
     add_admin_routes(app)

@@ -100,6 +100,13 @@ async def get_incident(
         opened = {"id": None, "time": incident["opened_at"], "actor": incident["source"], "action": "opened"}
         recorded.insert(0, opened | {"from": None, "to": "new", "detail": {}})
     incident["timeline"] = recorded
+    # What the feed said about it (alarms escalating it, dispatches...), by seq.
+    events = await conn.fetch(
+        "SELECT seq, name, created_at FROM events WHERE incident_id = $1 ORDER BY seq LIMIT 1000", incident_id
+    )
+    incident["events"] = [
+        {"seq": e["seq"], "name": e["name"], "time": e["created_at"].isoformat()} for e in events
+    ]
     incident["dispatches"] = await incident_dispatches(conn, incident_id)
     incident["tasks"] = await list_tasks(conn, incident_id)
     return incident, place

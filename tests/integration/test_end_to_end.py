@@ -61,7 +61,8 @@ async def test_alarm_reaches_console_after_snapshot_and_rest(database_url: str, 
             async with http.get(f"{base}/api/incidents/{incident['id']}") as response:
                 detail = await response.json()
             assert [a["id"] for a in detail["alarms"]] == ["a-2", "a-1"]
-            assert [t["name"] for t in detail["timeline"]] == ["incident.opened", "incident.updated"]
+            assert [t["name"] for t in detail["events"]] == ["incident.opened", "incident.updated"]
+            assert [t["action"] for t in detail["timeline"]] == ["opened"]
             async with http.get(f"{base}/api/incidents/999999") as response:
                 assert response.status == 404
                 assert (await response.json())["error"]["code"] == "not_found"
