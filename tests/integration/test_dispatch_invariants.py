@@ -284,8 +284,8 @@ class DispatchInvariants(RuleBasedStateMachine):
             self._snap = (self.steps, self.h.db(_snapshot(self.h.conn)))
         return self._snap[1]
 
-    def _pick_dispatch(self, which: int) -> Dispatch:
-        ids = sorted(self.dispatches)
+    def _pick_dispatch(self, which: int, *, active_only: bool) -> Dispatch:
+        ids = sorted(self.busy.values()) if active_only else sorted(self.dispatches)
         return self.dispatches[ids[which % len(ids)]]
 
     def _apply(self, dispatch: Dispatch, status: str) -> None:
@@ -386,12 +386,8 @@ class DispatchInvariants(RuleBasedStateMachine):
             self.incident_status[incident_id] = "responding"
         assert body["incident"]["status"] == self.incident_status[incident_id], body["incident"]
 
-    @precondition(lambda self: bool(self.dispatches))
-    @rule(which=st.integers(0, 1000), step=st.sampled_from(FIELD_STEPS), with_reason=st.booleans())
-    def field_step(self, which: int, step: str, with_reason: bool) -> None:
-        """A commander reports a step on the unit's behalf."""
-        self.steps += 1
-        dispatch = self._pick_dispatch(which)
+    def _report(self, dispatch: Dispatch, step: str, with_reason: bool) -> None:
+        """A commander reports a step on the unit's behalf, or (``cancelled``) calls it back."""
         payload: dict[str, Any] = {"status": step}
         if step == "declined" and with_reason:
             payload["reason"] = "flat tyre"
@@ -399,7 +395,7 @@ class DispatchInvariants(RuleBasedStateMachine):
         _expect(status, body, (200, 409), f"dispatch {dispatch.id} ({dispatch.status}) -> {payload}")
         if dispatch.status in FINAL:
             expected = f"the dispatch is already {dispatch.status}"
-        elif step not in FIELD_NEXT[dispatch.status]:
+        elif step != "cancelled" and step not in FIELD_NEXT[dispatch.status]:
             expected = f"a dispatch that is {dispatch.status} cannot become {step}"
         elif step == "declined" and not with_reason:
             expected = "declining needs a reason"
@@ -414,27 +410,37 @@ class DispatchInvariants(RuleBasedStateMachine):
             body,
         )
 
-    @precondition(lambda self: bool(self.dispatches))
+    @precondition(lambda self: bool(self.busy))
+    @rule(which=st.integers(0, 1000), step=st.sampled_from(FIELD_STEPS), with_reason=st.booleans())
+    def field_step(self, which: int, step: str, with_reason: bool) -> None:
+        """A step on a dispatch still in progress (allowed or not by the state machine)."""
+        self.steps += 1
+        self._report(self._pick_dispatch(which, active_only=True), step, with_reason)
+
+    @precondition(lambda self: bool(self.busy))
     @rule(which=st.integers(0, 1000))
     def cancel(self, which: int) -> None:
         self.steps += 1
-        dispatch = self._pick_dispatch(which)
-        status, body = self.h.call("POST", f"/api/dispatches/{dispatch.id}/status", {"status": "cancelled"})
-        _expect(status, body, (200, 409), f"cancel dispatch {dispatch.id} ({dispatch.status})")
-        if dispatch.status in FINAL:
-            assert status == 409 and body["error"] == {
-                "code": "invalid_transition",
-                "message": f"the dispatch is already {dispatch.status}",
-            }, (dispatch, body)
-            return
-        assert status == 200, (dispatch, body)
-        self._apply(dispatch, "cancelled")
-        self._check_dispatch_answer(dispatch, body)
+        self._report(self._pick_dispatch(which, active_only=True), "cancelled", False)
 
-    @rule(incident=st.integers(0, INCIDENTS_PER_RUN - 1))
-    def false_alarm(self, incident: int) -> None:
+    @precondition(lambda self: bool(self.dispatches))
+    @rule(which=st.integers(0, 1000), step=st.sampled_from((*FIELD_STEPS, "cancelled")))
+    def late_report(self, which: int, step: str) -> None:
+        """A step on any dispatch, finished ones included (which must refuse it)."""
         self.steps += 1
-        incident_id = self.incidents[incident]
+        self._report(self._pick_dispatch(which, active_only=False), step, True)
+
+    @rule(
+        incident=st.integers(0, INCIDENTS_PER_RUN - 1),
+        action=st.sampled_from(("false_alarm", "resolve", "reopen")),
+    )
+    def lifecycle(self, incident: int, action: str) -> None:
+        self.steps += 1
+        {"false_alarm": self._false_alarm, "resolve": self._resolve, "reopen": self._reopen}[action](
+            self.incidents[incident]
+        )
+
+    def _false_alarm(self, incident_id: int) -> None:
         current = self.incident_status[incident_id]
         status, body = self.h.call(
             "POST", f"/api/incidents/{incident_id}/status", {"status": "false_alarm", "reason": "burnt toast"}
@@ -449,10 +455,7 @@ class DispatchInvariants(RuleBasedStateMachine):
             if dispatch.incident_id == incident_id and dispatch.status in ACTIVE:
                 self._apply(dispatch, "cancelled")
 
-    @rule(incident=st.integers(0, INCIDENTS_PER_RUN - 1))
-    def resolve(self, incident: int) -> None:
-        self.steps += 1
-        incident_id = self.incidents[incident]
+    def _resolve(self, incident_id: int) -> None:
         current = self.incident_status[incident_id]
         status, body = self.h.call("POST", f"/api/incidents/{incident_id}/status", {"status": "resolved"})
         _expect(status, body, (200, 409), f"resolve incident {incident_id} ({current})")
@@ -470,10 +473,7 @@ class DispatchInvariants(RuleBasedStateMachine):
             assert status == 200 and body["status"] == "resolved", (current, body)
             self.incident_status[incident_id] = "resolved"
 
-    @rule(incident=st.integers(0, INCIDENTS_PER_RUN - 1))
-    def reopen(self, incident: int) -> None:
-        self.steps += 1
-        incident_id = self.incidents[incident]
+    def _reopen(self, incident_id: int) -> None:
         current = self.incident_status[incident_id]
         status, body = self.h.call(
             "POST", f"/api/incidents/{incident_id}/status", {"status": "reopen", "reason": "second call"}

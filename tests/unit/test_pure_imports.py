@@ -25,6 +25,9 @@ PURE = [
     "dispatch/plans.py",
     "dispatch/planner.py",
     "dispatch/kpi.py",
+    "dispatch/progress.py",
+    "dispatch/orders.py",
+    "dispatch/tasks.py",
 ]
 FORBIDDEN = {"asyncio", "aiohttp", "asyncpg", "paho", "aiomqtt", "websockets", "socket", "subprocess"}
 
