@@ -418,6 +418,15 @@ class DispatchInvariants(RuleBasedStateMachine):
         self._report(self._pick_dispatch(which, active_only=True), step, with_reason)
 
     @precondition(lambda self: bool(self.busy))
+    @rule(which=st.integers(0, 1000), choice=st.integers(0, 3))
+    def advance(self, which: int, choice: int) -> None:
+        """A step the state machine allows (so that dispatches get on scene and clear)."""
+        self.steps += 1
+        dispatch = self._pick_dispatch(which, active_only=True)
+        allowed = FIELD_NEXT[dispatch.status]
+        self._report(dispatch, allowed[choice % len(allowed)], True)
+
+    @precondition(lambda self: bool(self.busy))
     @rule(which=st.integers(0, 1000))
     def cancel(self, which: int) -> None:
         self.steps += 1
@@ -430,6 +439,9 @@ class DispatchInvariants(RuleBasedStateMachine):
         self.steps += 1
         self._report(self._pick_dispatch(which, active_only=False), step, True)
 
+    # Once units have been sent (otherwise early false alarms end every incident
+    # and most runs never dispatch anything).
+    @precondition(lambda self: bool(self.dispatches))
     @rule(
         incident=st.integers(0, INCIDENTS_PER_RUN - 1),
         action=st.sampled_from(("false_alarm", "resolve", "reopen")),
