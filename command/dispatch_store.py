@@ -286,7 +286,8 @@ async def create_dispatches(
                 hazards=around["hazards"],
                 pickups=pickups,
             )
-            row = await conn.fetchrow(
+            row = await _insert_dispatch(
+                conn,
                 f"""
                 INSERT INTO dispatches AS d (id, incident_id, unit_id, capability, created_by, created_at,
                                         ack_deadline, eta_s, order_doc, updated_at)
@@ -349,6 +350,18 @@ async def create_dispatches(
         events.extend(NewEvent("task.created", t, incident_id, None, inc["district_id"]) for t in tasks)
         await append_events(conn, events)
     return Outcome({"dispatches": dispatches, "incident": incident_wire, "tasks": tasks}, unit_mail=True)
+
+
+async def _insert_dispatch(conn: asyncpg.Connection, sql: str, *args: Any) -> asyncpg.Record:
+    """Insert a dispatch; the one-active-dispatch-per-unit index turns a unit
+    that the code thought free (a bug, or a status written behind our back)
+    into the same 409 as any unavailable unit, never a 500."""
+    try:
+        async with conn.transaction():
+            row: asyncpg.Record = await conn.fetchrow(sql, *args)
+    except asyncpg.UniqueViolationError:
+        raise ApiError(409, "unit_unavailable", f"unit {args[2]} is already on another dispatch") from None
+    return row
 
 
 async def set_incident_status(
@@ -556,7 +569,10 @@ async def field_report(
     if row["status"] == requested:
         return []  # a repeated report (QoS 1 redelivery) changes nothing
     step = field_step(row["status"], requested, reason)
-    return await _apply_step(conn, row, step, reason=reason, actor=f"unit:{unit_id}", now=now)
+    # The unit's clock stamps its report, but a step never precedes the one
+    # before it: a late or skewed report is stamped when it can have happened.
+    earlier = [row["created_at"], *(row[stamp] for stamp in _STAMPS if row[stamp] is not None)]
+    return await _apply_step(conn, row, step, reason=reason, actor=f"unit:{unit_id}", now=max(now, *earlier))
 
 
 # -- deadlines --------------------------------------------------------------------

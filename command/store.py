@@ -20,7 +20,7 @@ from command.dispatch_store import field_report
 from command.incidents import ENDED, AlarmRef, Incident, to_wire
 from command.outbox import NewEvent, append_events
 from command.rows import INCIDENT_COLUMNS, UNIT_COLUMNS, incident_from_row, unit_wire
-from dispatch.progress import InvalidTransition
+from dispatch.progress import ACTIVE, InvalidTransition
 from sensors.alarms import SEVERITIES, Alarm, Position, Rejected, StatusReport
 from sensors.cap import CapAlert
 
@@ -491,25 +491,42 @@ async def _store_statuses(
             latest[report.unit_id] = (report, raw)
     for unit_id, (report, _raw) in sorted(latest.items()):
         # An older report than the one stored (reordered delivery) changes nothing.
+        # A unit on a dispatch reports progress on it (with its dispatch_id);
+        # a bare status would free a unit that is still working.
         row = await conn.fetchrow(
             f"""
             UPDATE units AS u SET status = $2, status_at = $3, updated_at = now()
             WHERE u.id = $1 AND (u.status_at IS NULL OR u.status_at <= $3)
+              AND NOT EXISTS (SELECT 1 FROM dispatches d
+                              WHERE d.unit_id = u.id AND d.status = ANY($4::text[]))
             RETURNING {UNIT_COLUMNS}
             """,
             unit_id,
             report.status,
             report.time,
+            sorted(ACTIVE),
         )
         if row is not None:
-            data = unit_wire(row) | {"dispatch_id": report.dispatch_id}
-            events.append(NewEvent("unit.status", data, unit_id=unit_id, district_id=row["district_id"]))
-        elif not await conn.fetchval("SELECT true FROM units WHERE id = $1", unit_id):
-            dead.extend(
-                DeadLetter("mqtt", r.topic, r.payload, f"unknown unit {unit_id!r}")
-                for s, r in statuses
-                if s.unit_id == unit_id
+            events.append(
+                NewEvent("unit.status", unit_wire(row), unit_id=unit_id, district_id=row["district_id"])
             )
+            continue
+        busy = await conn.fetchval(
+            "SELECT d.id FROM dispatches d WHERE d.unit_id = $1 AND d.status = ANY($2::text[])",
+            unit_id,
+            sorted(ACTIVE),
+        )
+        if busy is not None:
+            reason = f"unit {unit_id} is on dispatch {busy}: report progress on it with its dispatch_id"
+        elif not await conn.fetchval("SELECT true FROM units WHERE id = $1", unit_id):
+            reason = f"unknown unit {unit_id!r}"
+        else:
+            continue  # older than the status stored: changes nothing
+        dead.extend(
+            DeadLetter("mqtt", r.topic, r.payload, reason)
+            for s, r in statuses
+            if s.unit_id == unit_id and s.dispatch_id is None
+        )
 
 
 async def _store_alert(

@@ -80,14 +80,14 @@ class Step:
     requisitions_to: str | None
 
 
-def _requisition_change(status: str) -> tuple[frozenset[str], str | None]:
+def _requisition_change(status: str, reached_scene: bool) -> tuple[frozenset[str], str | None]:
     if status in ("acknowledged", "en_route"):
         return frozenset({"requested"}), "committed"
-    if status in ("on_scene", "cleared"):
+    if status == "on_scene" or (status == "cleared" and reached_scene):
         return frozenset({"requested", "committed"}), "delivered"
-    if status in ("declined", "cancelled"):
-        return frozenset({"requested", "committed"}), "released"
-    return frozenset(), None
+    # Declined, cancelled, or stood down before reaching the scene: the
+    # supplies never got there and go back to stock.
+    return frozenset({"requested", "committed"}), "released"
 
 
 def field_step(current: str, requested: str, reason: str | None = None) -> Step:
@@ -107,7 +107,7 @@ def field_step(current: str, requested: str, reason: str | None = None) -> Step:
         raise InvalidTransition(f"a dispatch that is {current} cannot become {requested}")
     if requested == "declined" and not (reason and reason.strip()):
         raise InvalidTransition("declining needs a reason")
-    return _step(requested)
+    return _step(requested, reached_scene=current == "on_scene")
 
 
 def cancel_step(current: str) -> Step:
@@ -118,11 +118,11 @@ def cancel_step(current: str) -> Step:
     """
     if current in FINAL:
         raise InvalidTransition(f"the dispatch is already {current}")
-    return _step("cancelled")
+    return _step("cancelled", reached_scene=False)
 
 
-def _step(status: str) -> Step:
-    source, target = _requisition_change(status)
+def _step(status: str, *, reached_scene: bool) -> Step:
+    source, target = _requisition_change(status, reached_scene)
     return Step(status, UNIT_STATUS_OF[status], STAMP_OF[status], source, target)
 
 

@@ -500,3 +500,39 @@ async def test_the_timeline_cannot_be_altered_with_the_servers_role(database_url
                 with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
                     await conn.execute(sql)
             assert await conn.fetchval("SELECT actor FROM incident_timeline") == "commander"
+
+
+async def test_a_bare_status_report_cannot_free_a_unit_on_a_dispatch(
+    database_url: str, mqtt_url: str, conn: asyncpg.Connection
+) -> None:
+    tokens = await _seed_city(database_url)
+    settings = settings_for(database_url, mqtt_url)
+    async with running_server(settings), api_for(settings) as api, publisher(mqtt_url) as pub:
+        first, second = (
+            await _phone_report(api, tokens["commander"]),
+            await _phone_report(api, tokens["commander"]),
+        )
+        _, body = await api.call(
+            "POST", f"/api/incidents/{first['id']}/dispatches", tokens["commander"], {"units": ["U-2"]}
+        )
+        dispatch_id = body["dispatches"][0]["id"]
+        await pub.publish("units/U-2/status", {"status": "available", "time": datetime.now(UTC).isoformat()})
+        await wait_for_value(
+            conn,
+            "SELECT reason FROM dead_letters ORDER BY id DESC LIMIT 1",
+            f"unit U-2 is on dispatch {dispatch_id}: report progress on it with its dispatch_id",
+        )
+        assert await conn.fetchval("SELECT status FROM units WHERE id = 'U-2'") == "dispatched"
+        status, body = await api.call(
+            "POST", f"/api/incidents/{second['id']}/dispatches", tokens["commander"], {"units": ["U-2"]}
+        )
+        assert status == 409 and body["error"]["code"] == "unit_unavailable"
+        # A report stamped before the dispatch was made is stamped no earlier than it.
+        stale = "2020-01-01T00:00:00+00:00"
+        await pub.publish(
+            "units/U-2/status", {"status": "acknowledged", "dispatch_id": dispatch_id, "time": stale}
+        )
+        await wait_for_value(conn, f"SELECT status FROM dispatches WHERE id = {dispatch_id}", "acknowledged")
+        assert await conn.fetchval(
+            f"SELECT acknowledged_at >= created_at FROM dispatches WHERE id = {dispatch_id}"
+        )
