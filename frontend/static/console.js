@@ -1,4 +1,5 @@
-// Commander console: login, live map and incident queue.
+// Commander console: login, live map, incident queue, and the incident detail
+// where a commander acts (dispatch, call back, status, tasks).
 //
 // Two halves:
 //   * a pure core (ConsoleState, sorting, backoff, formatting) that touches no DOM,
@@ -168,8 +169,9 @@ function mergePresent(target, data) {
  * The console's picture of the world, driven only by server messages.
  *
  * apply(msg) returns what changed, so the view redraws only that:
- *   { reset, incidents:Set<id>, units:Set<id>, opened:[id], updated:[id], error, applied }
- * (updated: incidents named by incident.updated or incident.closed events)
+ *   { reset, incidents:Set<id>, units:Set<id>, opened:[id], updated:[id], activity:[{name, data}], error, applied }
+ * (updated: incidents named by incident.updated or incident.closed events;
+ *  activity: dispatch.* and task.* events, which the open incident detail merges)
  */
 export class ConsoleState {
   constructor() {
@@ -196,7 +198,7 @@ export class ConsoleState {
 
   apply(msg) {
     const changes = {
-      reset: false, incidents: new Set(), units: new Set(), opened: [], updated: [], error: null, applied: 0,
+      reset: false, incidents: new Set(), units: new Set(), opened: [], updated: [], activity: [], error: null, applied: 0,
     };
     if (!msg || typeof msg !== "object") return changes;
     switch (msg.type) {
@@ -268,10 +270,225 @@ export class ConsoleState {
         break;
       }
       default:
-        changes.applied -= 1; // dispatch.*, sensor.*, task.*: not shown yet.
+        if (typeof ev.name === "string" && (ev.name.startsWith("dispatch.") || ev.name.startsWith("task."))) {
+          changes.activity.push({ name: ev.name, data }); // the incident detail shows these
+        } else {
+          changes.applied -= 1; // sensor.* and others: not shown.
+        }
         break;
     }
   }
+}
+
+// --- Acting on an incident (pure) ----------------------------------------------
+
+/** Roles that may dispatch, change an incident's status and set tasks (command/dispatch_api.py). */
+export const ACTOR_ROLES = ["admin", "commander", "dispatcher"];
+
+/** Dispatch states in which the unit is still working the incident (dispatch/progress.py ACTIVE). */
+export const DISPATCH_ACTIVE = ["dispatched", "acknowledged", "en_route", "on_scene"];
+export const DISPATCH_STATUSES = [...DISPATCH_ACTIVE, "cleared", "declined", "cancelled"];
+// A dispatch in one of these never got (or will never get) its unit there.
+const DISPATCH_GONE = new Set(["declined", "cancelled"]);
+
+export const TASK_STATUSES = ["open", "in_progress", "done", "failed", "cancelled"];
+const TASK_OPEN = new Set(["open", "in_progress"]);
+
+// The lifecycle a commander drives: command/incidents.py _NEXT, plus reopen from an ended state.
+const LIFECYCLE_NEXT = {
+  new: ["confirmed", "responding", "false_alarm", "cancelled"],
+  confirmed: ["responding", "contained", "resolved", "false_alarm", "cancelled"],
+  responding: ["contained", "resolved", "false_alarm", "cancelled"],
+  contained: ["responding", "resolved"],
+  resolved: ["closed"],
+  closed: [],
+  false_alarm: [],
+  cancelled: [],
+};
+const NEEDS_REASON = new Set(["false_alarm", "cancelled", "reopen"]);
+/** Every lifecycle button, in the order the panel shows them. */
+export const LIFECYCLE_ACTIONS = [
+  "confirmed", "responding", "contained", "resolved", "closed", "false_alarm", "cancelled", "reopen",
+];
+
+/**
+ * The status buttons for an incident in `status`: [{action, needsReason}], in display order.
+ * `action` is what POST /api/incidents/{id}/status takes; an unknown status gets none.
+ */
+export function lifecycleActions(status) {
+  const next = new Set(Object.prototype.hasOwnProperty.call(LIFECYCLE_NEXT, status) ? LIFECYCLE_NEXT[status] : []);
+  if (isTerminal(status)) next.add("reopen");
+  return LIFECYCLE_ACTIONS.filter((a) => next.has(a)).map((action) => ({ action, needsReason: NEEDS_REASON.has(action) }));
+}
+
+export function isActiveDispatch(dispatch) {
+  return Boolean(dispatch) && DISPATCH_ACTIVE.includes(dispatch.status);
+}
+
+export function isOpenTask(task) {
+  return Boolean(task) && TASK_OPEN.has(task.status);
+}
+
+function list(value) {
+  return Array.isArray(value) ? value.filter((x) => x && typeof x === "object") : [];
+}
+
+/**
+ * What "Dispatch recommended" would send, one choice per checkbox:
+ *   { units: [{key, id, callsign, type, capability, eta_s, late, covered, picked}],
+ *     supplies: [{key, depot_id, name, item, unit, quantity, eta_s, covered, picked}] }
+ *
+ * `picked` is the default tick. The recommendation plans the whole need as if
+ * nothing had been sent yet, so what the incident's dispatches already cover
+ * starts unticked (`covered`): units that went or are going (not declined or
+ * called back) count against their capability's need, supplies on their way or
+ * delivered (not released) against their item's. A second click therefore does
+ * not send the plan twice; the commander can still tick more.
+ */
+export function dispatchChoices(rec, dispatches = []) {
+  const units = [];
+  const supplies = [];
+  if (!rec || typeof rec !== "object") return { units, supplies };
+  const going = list(dispatches).filter((d) => !DISPATCH_GONE.has(d.status));
+  const covering = new Map();
+  const carried = new Map();
+  for (const d of going) {
+    if (d.capability) covering.set(String(d.capability), (covering.get(String(d.capability)) || 0) + 1);
+    for (const s of list(d.supplies)) {
+      if (s.status === "released" || !s.item) continue;
+      carried.set(String(s.item), (carried.get(String(s.item)) || 0) + (Number(s.quantity) || 0));
+    }
+  }
+  const seen = new Set();
+  for (const a of list(rec.assignments)) {
+    const capability = a.capability === null || a.capability === undefined || a.capability === "" ? null : String(a.capability);
+    let open = Math.max(0, (Number(a.needed) || 0) - (capability ? covering.get(capability) || 0 : 0));
+    for (const u of list(a.chosen)) {
+      if (u.id === null || u.id === undefined || u.id === "") continue;
+      const id = String(u.id);
+      if (seen.has(`unit:${id}`)) continue; // the planner chooses a unit once; be safe anyway
+      seen.add(`unit:${id}`);
+      const wanted = open > 0;
+      if (wanted) open -= 1;
+      units.push({
+        key: `unit:${id}`, id, callsign: String(u.callsign ?? id), type: u.type ?? null, capability,
+        eta_s: u.eta_s ?? null, late: Boolean(u.late), covered: !wanted, picked: wanted,
+      });
+    }
+  }
+  for (const s of list(rec.supplies)) {
+    if (!s.item) continue;
+    const item = String(s.item);
+    let open = Math.max(0, (Number(s.needed) || 0) - (carried.get(item) || 0));
+    for (const src of list(s.sources)) {
+      const quantity = Math.floor(Number(src.quantity));
+      if (!src.depot_id || !(quantity >= 1)) continue;
+      const depot = String(src.depot_id);
+      const key = `supply:${depot}:${item}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      const take = Math.min(quantity, open);
+      const wanted = take >= 1;
+      if (wanted) open -= take;
+      supplies.push({
+        key, depot_id: depot, name: String(src.name ?? depot), item, unit: String(s.unit ?? ""),
+        quantity: wanted ? take : quantity, eta_s: src.eta_s ?? null, covered: !wanted, picked: wanted,
+      });
+    }
+  }
+  return { units, supplies };
+}
+
+/**
+ * The body of POST /api/incidents/{id}/dispatches for the ticked choices.
+ * `picks` (key -> boolean) overrides each choice's default tick. Units go with
+ * the capability they fill; every supply is carried by the first unit. With no
+ * unit ticked there is nothing to carry supplies, so none are sent either
+ * (the server needs at least one unit).
+ * @returns {{units: Array<string|{id: string, capability: string}>, supplies: Array<Object>}}
+ */
+export function dispatchBody(choices, picks = new Map()) {
+  const ticked = (c) => (picks.has(c.key) ? Boolean(picks.get(c.key)) : c.picked);
+  const chosen = (choices && Array.isArray(choices.units) ? choices.units : []).filter(ticked);
+  const units = chosen.map((u) => (u.capability ? { id: u.id, capability: u.capability } : u.id));
+  const supplies = [];
+  if (chosen.length) {
+    for (const s of (Array.isArray(choices.supplies) ? choices.supplies : []).filter(ticked)) {
+      supplies.push({ depot_id: s.depot_id, item: s.item, quantity: s.quantity, unit_id: chosen[0].id });
+    }
+  }
+  return { units, supplies };
+}
+
+/** The body that sends an overdue dispatch's offered next-best unit. */
+export function offerBody(offer) {
+  const id = String(offer.unit_id);
+  return { units: [offer.capability ? { id, capability: String(offer.capability) } : id] };
+}
+
+/** A copy of `items` with `data` merged into the item of the same id (or appended). */
+export function upsertById(items, data) {
+  const id = idOf(data);
+  const out = Array.isArray(items) ? items.slice() : [];
+  if (id === null) return out;
+  const i = out.findIndex((x) => x && String(x.id) === id);
+  if (i >= 0) out[i] = mergePresent({ ...out[i] }, data);
+  else out.push({ ...data });
+  return out;
+}
+
+/**
+ * The next-best unit offered for each overdue dispatch (dispatch id -> offer or
+ * null), from the timeline: GET /api/incidents/{id} lists dispatches without
+ * it, and only the dispatch.overdue event carries it.
+ */
+export function offersFromTimeline(timeline) {
+  const offers = new Map();
+  for (const e of list(timeline)) {
+    if (e.action !== "dispatch.overdue" || !e.detail || typeof e.detail !== "object") continue;
+    const id = e.detail.dispatch_id;
+    if (id === null || id === undefined) continue;
+    const offer = e.detail.offer;
+    offers.set(String(id), offer && typeof offer === "object" && offer.unit_id ? offer : null);
+  }
+  return offers;
+}
+
+/** Which vocabulary a timeline entry's from/to belong to (for their labels). */
+export function timelineGroup(action) {
+  if (action === "opened" || action === "status" || action === "reopen") return "status";
+  if (action === "dispatch.status") return "dispatch_status";
+  if (action === "task") return "task_status";
+  return null;
+}
+
+/** A time span as "m:ss" or "h:mm:ss" (whole seconds, rounded up). */
+export function formatCountdown(ms) {
+  const total = Math.max(0, Math.ceil((Number(ms) || 0) / 1000));
+  const h = Math.floor(total / 3600);
+  const m = Math.floor((total % 3600) / 60);
+  const s = total % 60;
+  const p2 = (n) => String(n).padStart(2, "0");
+  return h ? `${h}:${p2(m)}:${p2(s)}` : `${m}:${p2(s)}`;
+}
+
+export const MAX_DUE_MINUTES = 30 * 24 * 60; // the server's 30 days
+
+/**
+ * Check the add-task form: { body } for POST /api/incidents/{id}/tasks, or
+ * { error } with the i18n key of what is wrong.
+ */
+export function taskRequest({ title, dueMinutes, owner } = {}) {
+  const text = String(title ?? "").trim();
+  if (!text) return { error: "tasks.need_title" };
+  if (text.length > 200) return { error: "tasks.title_long" };
+  const raw = String(dueMinutes ?? "").trim();
+  const minutes = raw === "" ? NaN : Number(raw);
+  if (!Number.isFinite(minutes) || minutes <= 0 || minutes > MAX_DUE_MINUTES) return { error: "tasks.bad_due" };
+  const body = { title: text, due_in_s: Math.max(1, Math.round(minutes * 60)) };
+  const unit = String(owner ?? "").trim();
+  if (unit) body.owner_unit = unit;
+  return { body };
 }
 
 // ---------------------------------------------------------------------------
@@ -286,6 +503,7 @@ const SOUND_KEY = "emergency-console.sound";
 // The detail panel refetches at most this often when its incident keeps changing.
 const DETAIL_REFRESH_MS = 2000;
 const DETAIL_ALARMS = 5; // the last few alarms shown in the detail panel
+const TIMELINE_ENTRIES = 50; // the newest timeline entries shown in the detail panel
 // Where console.css stacks map over queue; below it the map is too small for open controls.
 const NARROW_SCREEN = "(max-width: 800px)";
 
@@ -595,7 +813,7 @@ class Console {
     this.seenKinds = new Set(KINDS);
     this.seenStatuses = new Set(ACTIVE_STATUSES);
 
-    this.pending = { reset: false, incidents: new Set(), units: new Set(), queue: false };
+    this.pending = { reset: false, incidents: new Set(), units: new Set(), queue: false, detail: false };
     this.flushScheduled = false;
 
     const storage = safeStorage();
@@ -641,6 +859,7 @@ class Console {
     });
     document.addEventListener("pointerdown", () => this.beeper.unlock(), { passive: true });
     setInterval(() => this.refreshAges(), 15000);
+    setInterval(() => this.tickDetail(), 1000);
 
     const probe = await this.api.request("GET", "/api/incidents");
     if (probe.status === 401) {
@@ -689,11 +908,22 @@ class Console {
 
   showConsole() {
     this.setView("console");
+    if (!this.role) this.loadMe();
     this.ensureMap();
     this.map.invalidateSize();
     this.renderAll();
     this.loadDataLayers();
     this.feed.start();
+  }
+
+  /** Who is signed in, after a reload signed in by the cookie alone (the login form told us otherwise). */
+  async loadMe() {
+    const resp = await this.api.request("GET", "/api/me");
+    if (this.view !== "console" || resp.status !== 200 || !resp.body || typeof resp.body !== "object") return;
+    if (resp.body.role) this.role = String(resp.body.role);
+    if (resp.body.username) this.username = String(resp.body.username);
+    this.renderUser();
+    this.renderDetail();
   }
 
   // ---- header ----
@@ -1084,6 +1314,13 @@ class Console {
     for (const id of changes.incidents) this.pending.incidents.add(id);
     if (this.detail && (changes.reset || changes.updated.includes(this.detail.id))) this.scheduleDetailRefresh();
     for (const id of changes.units) this.pending.units.add(id);
+    if (this.detail) {
+      for (const { name, data } of changes.activity) {
+        if (String(data.incident_id) !== this.detail.id) continue;
+        this.applyDetailActivity(name, data);
+        this.pending.detail = true;
+      }
+    }
     if (changes.opened.length) {
       const until = Date.now() + NEW_HIGHLIGHT_MS;
       for (const id of changes.opened) this.newUntil.set(id, until);
@@ -1091,7 +1328,7 @@ class Console {
       setTimeout(() => this.expireNew(), NEW_HIGHLIGHT_MS + 50);
     }
     this.renderConnState(); // last seq
-    if (changes.reset || changes.incidents.size || changes.units.size) this.scheduleFlush();
+    if (changes.reset || changes.incidents.size || changes.units.size || this.pending.detail) this.scheduleFlush();
   }
 
   /**
@@ -1111,7 +1348,7 @@ class Console {
     this.flushScheduled = false;
     if (!this.map) return;
     const p = this.pending;
-    this.pending = { reset: false, incidents: new Set(), units: new Set(), queue: false };
+    this.pending = { reset: false, incidents: new Set(), units: new Set(), queue: false, detail: false };
     if (p.reset) {
       this.renderAll();
       this.renderDetail();
@@ -1120,7 +1357,8 @@ class Console {
     for (const id of p.incidents) this.renderIncident(id);
     for (const id of p.units) this.renderUnit(id);
     if (p.incidents.size) this.renderQueue(p.incidents);
-    if (this.detail && p.incidents.has(this.detail.id)) this.renderDetail(); // live header fields
+    // Live header fields, dispatches and tasks.
+    if (this.detail && (p.detail || p.incidents.has(this.detail.id))) this.renderDetail();
   }
 
   clearLiveViews() {
@@ -1135,7 +1373,7 @@ class Console {
     this.selectedId = null;
     this.closeDetail();
     this.$("incident-queue").replaceChildren();
-    this.pending = { reset: false, incidents: new Set(), units: new Set(), queue: false };
+    this.pending = { reset: false, incidents: new Set(), units: new Set(), queue: false, detail: false };
     this.renderConnState();
     this.renderQueueSummary(0, 0, 0);
   }
@@ -1517,7 +1755,31 @@ class Console {
       if (li) li.focus({ preventScroll: false });
     });
     this.$("incident-detail").addEventListener("keydown", (e) => {
-      if (e.key === "Escape") this.$("incident-detail-close").click();
+      if (e.key !== "Escape") return;
+      // Escape first folds an open inline form, then closes the panel.
+      const form = e.target.closest ? e.target.closest("form[data-form]") : null;
+      if (form && this.detail && this.cancelForm(form.dataset.form)) return;
+      this.$("incident-detail-close").click();
+    });
+    // One set of listeners for everything the panel renders (it is rebuilt often).
+    const body = this.$("incident-detail-body");
+    body.addEventListener("click", (e) => {
+      const button = e.target.closest("button[data-act]");
+      if (button && !button.disabled && this.detail) this.onDetailAction(button.dataset.act, button.dataset);
+    });
+    body.addEventListener("submit", (e) => {
+      e.preventDefault();
+      if (this.detail) this.onDetailSubmit(e.target.dataset.form);
+    });
+    body.addEventListener("change", (e) => {
+      const key = e.target.dataset ? e.target.dataset.pick : null;
+      if (!key || !this.detail) return;
+      this.detail.picks.set(key, e.target.checked);
+      this.renderDetail();
+    });
+    body.addEventListener("input", (e) => {
+      const field = e.target.dataset ? e.target.dataset.field : null;
+      if (field && this.detail) this.detail.forms[field] = e.target.value;
     });
   }
 
@@ -1526,7 +1788,17 @@ class Console {
     const key = String(id);
     if (this.detail && this.detail.id === key) return; // already open (queue click, then popup)
     this.closeDetail();
-    this.detail = { id: key, incident: null, rec: null, incResp: null, recResp: null, loading: true };
+    this.detail = {
+      id: key, incident: null, rec: null, incResp: null, recResp: null, loading: true,
+      busy: new Set(), // requests in flight, by action key: their buttons are disabled
+      errors: {}, // slot (dispatch, dispatches, status, tasks) -> the last failure's message
+      picks: new Map(), // dispatch checkbox key -> ticked, where the commander changed the default
+      forms: { task_due: "30" }, // what is typed in the panel's inputs, kept across re-renders
+      pendingStatus: null, // a status that waits for its reason
+      pendingDone: null, // the task id that waits for its result
+      dispatchResult: null, // the units the last "Dispatch recommended" sent
+      offers: new Map(), // dispatch id -> the next-best unit offered when it went overdue
+    };
     const panel = this.$("incident-detail");
     panel.dataset.incidentId = key;
     panel.hidden = false;
@@ -1579,10 +1851,33 @@ class Console {
     d.loading = false;
     // A failed refresh keeps what we had and says why.
     d.incResp = inc;
-    if (inc.status === 200 && inc.body && typeof inc.body === "object") d.incident = inc.body;
+    if (inc.status === 200 && inc.body && typeof inc.body === "object") {
+      d.incident = inc.body;
+      for (const [dispatchId, offer] of offersFromTimeline(inc.body.timeline)) d.offers.set(dispatchId, offer);
+    }
     d.recResp = rec;
     if (rec.status === 200 && rec.body && typeof rec.body === "object") d.rec = rec.body;
     this.renderDetail();
+  }
+
+  /**
+   * A dispatch.* or task.* event about the open incident: merge it into what the
+   * panel shows now, and refetch soon for what it implies (the timeline, a
+   * recommendation without the units just sent).
+   */
+  applyDetailActivity(name, data) {
+    const d = this.detail;
+    if (!d) return;
+    if (name === "dispatch.overdue") d.offers.set(String(data.id), data.offer && data.offer.unit_id ? data.offer : null);
+    if (d.incident) {
+      if (name.startsWith("dispatch.")) {
+        const { offer: _offer, ...dispatch } = data;
+        d.incident = { ...d.incident, dispatches: upsertById(d.incident.dispatches, dispatch) };
+      } else {
+        d.incident = { ...d.incident, tasks: upsertById(d.incident.tasks, data) };
+      }
+    }
+    this.scheduleDetailRefresh();
   }
 
   /** The error text for a failed detail fetch, or null when it worked. */
@@ -1591,10 +1886,30 @@ class Console {
     return resp.status === 0 ? t("detail.network") : errorMessage(resp.body, fallbackKey);
   }
 
+  /** Whether this account may act on incidents (unknown role: show the controls, the server decides). */
+  canAct() {
+    return !this.role || ACTOR_ROLES.includes(this.role);
+  }
+
+  unitCallsign(unitId) {
+    const unit = unitId === null || unitId === undefined ? null : this.state.units.get(String(unitId));
+    return unit && unit.callsign ? String(unit.callsign) : String(unitId ?? t("field.none"));
+  }
+
   renderDetail() {
     const d = this.detail;
     if (!d) return;
     const panel = this.$("incident-detail");
+    const body = this.$("incident-detail-body");
+    // The panel is rebuilt on every change: keep the commander's place, focus and caret.
+    const active = document.activeElement;
+    const focusKey = active && body.contains(active) && active.dataset ? active.dataset.focusKey || null : null;
+    let caret = null;
+    try {
+      if (focusKey && typeof active.selectionStart === "number") caret = [active.selectionStart, active.selectionEnd];
+    } catch (_) { /* inputs without a caret */ }
+    const scrollTop = panel.scrollTop;
+
     const incError = this.detailError(d.incResp, "detail.load_failed");
     const recError = this.detailError(d.recResp, "detail.rec_failed");
     panel.dataset.state = d.loading ? "loading" : (incError || recError ? "error" : "ready");
@@ -1628,16 +1943,55 @@ class Console {
       ];
       for (const [key, value] of rows) dl.append(el("dt", { text: t(key) }), el("dd", { text: String(value) }));
       nodes.push(dl);
+      if (this.canAct() && info.status) nodes.push(this.detailStatus(d, info.status));
     }
 
+    const dispatches = d.incident ? list(d.incident.dispatches) : [];
+    if (d.incident) nodes.push(this.detailDispatches(d, dispatches, info.status));
+    nodes.push(this.detailRecommendation(d, recError, dispatches, info.status));
+    if (d.incident) nodes.push(this.detailTasks(d, list(d.incident.tasks)));
     if (d.incident) nodes.push(this.detailAlarms(d.incident.alarms));
-    nodes.push(this.detailRecommendation(d, recError));
     const places = d.incident || d.rec;
     if (places) {
       nodes.push(this.detailPlaces("hazards", "detail.hazards", places.hazards, "hazard_kind"));
       nodes.push(this.detailPlaces("sites", "detail.sites", places.sites, "site_kind"));
     }
-    this.$("incident-detail-body").replaceChildren(...nodes);
+    if (d.incident) nodes.push(this.detailTimeline(list(d.incident.timeline), list(d.incident.tasks)));
+    body.replaceChildren(...nodes);
+
+    panel.scrollTop = scrollTop;
+    if (focusKey) this.focusDetail(focusKey, caret);
+    this.tickDetail();
+  }
+
+  /** Focus the panel element with this data-focus-key (after a rebuild, or to open a form). */
+  focusDetail(focusKey, caret) {
+    const node = [...this.$("incident-detail-body").querySelectorAll("[data-focus-key]")]
+      .find((n) => n.dataset.focusKey === focusKey);
+    if (!node) return;
+    node.focus({ preventScroll: true });
+    if (caret) {
+      try {
+        node.setSelectionRange(caret[0], caret[1]);
+      } catch (_) { /* number inputs have no caret */ }
+    }
+  }
+
+  /** Countdowns (acknowledgement deadlines, task due times) tick without a rebuild. */
+  tickDetail() {
+    if (!this.detail) return;
+    const now = Date.now();
+    const body = this.$("incident-detail-body");
+    for (const node of body.querySelectorAll("[data-deadline]")) {
+      const left = Number(node.dataset.deadline) - now;
+      node.textContent = left > 0 ? t("dispatches.ack_in", { t: formatCountdown(left) }) : t("dispatches.ack_passed");
+      node.classList.toggle("is-late", left <= 0);
+    }
+    for (const node of body.querySelectorAll("[data-due]")) {
+      const left = Number(node.dataset.due) - now;
+      node.textContent = left > 0 ? t("tasks.due_in", { t: formatCountdown(left) }) : t("tasks.late", { t: formatCountdown(-left) });
+      node.classList.toggle("is-late", left <= 0);
+    }
   }
 
   detailSection(name, headingKey, ...children) {
@@ -1645,24 +1999,317 @@ class Console {
       el("h4", { class: "detail-heading", text: t(headingKey) }), ...children);
   }
 
-  detailAlarms(alarms) {
-    const list = Array.isArray(alarms) ? alarms : [];
-    if (!list.length) return this.detailSection("alarms", "detail.alarms", el("p", { class: "detail-empty", text: t("detail.no_alarms") }));
-    const ul = el("ul", { class: "detail-alarms-list" });
-    for (const a of list.slice(0, DETAIL_ALARMS)) {
-      if (!a || typeof a !== "object") continue;
-      const value = a.value !== null && a.value !== undefined ? `${a.value}${a.unit ? ` ${a.unit}` : ""}` : null;
-      ul.append(el("li", { class: `detail-alarm sev-${classToken(a.severity, SEVERITIES)}` },
-        el("span", { class: "alarm-meta", text: t("detail.alarm_line", {
-          time: fmtTime(a.time), sensor: a.sensor_id ?? t("field.none"), severity: label("severity", a.severity),
-        }) }),
-        a.message ? el("span", { class: "alarm-message", text: String(a.message) }) : null,
-        value ? el("span", { class: "alarm-value", text: value }) : null));
+  actionError(slot, d) {
+    const message = d.errors[slot];
+    return message ? el("p", { class: `action-error ${slot}-error`, role: "alert", text: message }) : null;
+  }
+
+  // ---- acting on the incident ----
+
+  onDetailAction(act, data) {
+    const d = this.detail;
+    switch (act) {
+      case "status": {
+        const action = data.action;
+        if (!lifecycleActions(this.detailStatusOf(d)).some((a) => a.action === action && a.needsReason)) {
+          this.postStatus(action, null);
+          return;
+        }
+        d.pendingStatus = action;
+        d.forms.reason = "";
+        d.errors.status = null;
+        this.renderDetail();
+        this.focusDetail("reason");
+        return;
+      }
+      case "dispatch":
+        this.sendRecommended();
+        return;
+      case "offer":
+        this.sendOffer(data.dispatchId);
+        return;
+      case "callback":
+        this.callBack(data.dispatchId);
+        return;
+      case "task-done":
+        d.pendingDone = data.taskId;
+        d.forms.task_result = "";
+        d.errors.tasks = null;
+        this.renderDetail();
+        this.focusDetail(`result:${data.taskId}`);
+        return;
+      case "form-cancel":
+        this.cancelForm(data.form);
+        return;
+      default:
+        break;
     }
-    const more = list.length > DETAIL_ALARMS
-      ? el("p", { class: "detail-more", text: t("detail.more_alarms", { n: list.length - DETAIL_ALARMS }) })
-      : null;
-    return this.detailSection("alarms", "detail.alarms", ul, more);
+  }
+
+  onDetailSubmit(form) {
+    const d = this.detail;
+    if (form === "reason" && d.pendingStatus) {
+      const reason = String(d.forms.reason ?? "").trim();
+      if (!reason) {
+        d.errors.status = t("action.reason_needed");
+        this.renderDetail();
+        this.focusDetail("reason");
+        return;
+      }
+      this.postStatus(d.pendingStatus, reason);
+    } else if (form === "task-add") {
+      this.addTask();
+    } else if (form === "task-result" && d.pendingDone) {
+      this.finishTask(d.pendingDone);
+    }
+  }
+
+  /** Fold an inline form; false when that form was not open. */
+  cancelForm(form) {
+    const d = this.detail;
+    if (form === "reason" && d.pendingStatus) {
+      const action = d.pendingStatus;
+      d.pendingStatus = null;
+      d.errors.status = null;
+      this.renderDetail();
+      this.focusDetail(`status:${action}`);
+      return true;
+    }
+    if (form === "task-result" && d.pendingDone) {
+      const id = d.pendingDone;
+      d.pendingDone = null;
+      d.errors.tasks = null;
+      this.renderDetail();
+      this.focusDetail(`task-done:${id}`);
+      return true;
+    }
+    return false;
+  }
+
+  detailStatusOf(d) {
+    const live = this.state.incidents.get(d.id);
+    return (live && live.status) || (d.incident && d.incident.status) || null;
+  }
+
+  /**
+   * Send a request for the open incident: its button is disabled while it is in
+   * flight (a second click sends nothing), a failure's message (the server's own
+   * words) goes to the error box of `slot`, and the panel refetches after.
+   */
+  async act(d, key, slot, method, path, payload, onOk) {
+    if (d.busy.has(key)) return false;
+    d.busy.add(key);
+    d.errors[slot] = null;
+    if (this.detail === d) this.renderDetail();
+    const resp = await this.api.request(method, path, payload);
+    d.busy.delete(key);
+    if (resp.status === 401) {
+      this.showLogin(t("login.expired"));
+      return false;
+    }
+    const ok = resp.status >= 200 && resp.status < 300 && resp.body && typeof resp.body === "object";
+    if (ok) onOk(resp.body);
+    else d.errors[slot] = resp.status === 0 ? t("detail.network") : errorMessage(resp.body, "action.failed");
+    if (this.detail !== d) return ok;
+    this.renderDetail();
+    if (resp.status !== 0) this.fetchDetail(); // a refusal (409) often means what we show is stale
+    return ok;
+  }
+
+  /** Merge a POST .../dispatches answer ({dispatches, incident, tasks}) into the panel. */
+  mergeDispatched(d, body) {
+    if (!d.incident) return;
+    let dispatches = d.incident.dispatches;
+    for (const x of list(body.dispatches)) dispatches = upsertById(dispatches, x);
+    let tasks = d.incident.tasks;
+    for (const x of list(body.tasks)) tasks = upsertById(tasks, x);
+    const incident = body.incident && typeof body.incident === "object" ? body.incident : {};
+    d.incident = { ...d.incident, ...incident, dispatches, tasks };
+  }
+
+  sendRecommended() {
+    const d = this.detail;
+    if (!d.rec) return;
+    const payload = dispatchBody(dispatchChoices(d.rec, d.incident ? d.incident.dispatches : []), d.picks);
+    if (!payload.units.length) return;
+    d.dispatchResult = null;
+    this.act(d, "dispatch", "dispatch", "POST", `/api/incidents/${encodeURIComponent(d.id)}/dispatches`, payload, (body) => {
+      d.dispatchResult = list(body.dispatches).map((x) => ({ unit_id: x.unit_id, eta_s: x.eta_s }));
+      d.picks.clear(); // the next recommendation starts from its own defaults
+      this.mergeDispatched(d, body);
+    });
+  }
+
+  sendOffer(dispatchId) {
+    const d = this.detail;
+    const offer = d.offers.get(String(dispatchId));
+    if (!offer) return;
+    this.act(d, `offer:${dispatchId}`, "dispatches", "POST", `/api/incidents/${encodeURIComponent(d.id)}/dispatches`,
+      offerBody(offer), (body) => this.mergeDispatched(d, body));
+  }
+
+  callBack(dispatchId) {
+    const d = this.detail;
+    this.act(d, `callback:${dispatchId}`, "dispatches", "POST", `/api/dispatches/${encodeURIComponent(dispatchId)}/status`,
+      { status: "cancelled" }, (body) => {
+        if (d.incident && body.dispatch) d.incident = { ...d.incident, dispatches: upsertById(d.incident.dispatches, body.dispatch) };
+      });
+  }
+
+  postStatus(action, reason) {
+    const d = this.detail;
+    const payload = reason ? { status: action, reason } : { status: action };
+    this.act(d, "status", "status", "POST", `/api/incidents/${encodeURIComponent(d.id)}/status`, payload, (body) => {
+      d.pendingStatus = null;
+      d.forms.reason = "";
+      if (d.incident) d.incident = { ...d.incident, ...body };
+    });
+  }
+
+  addTask() {
+    const d = this.detail;
+    const checked = taskRequest({ title: d.forms.task_title, dueMinutes: d.forms.task_due, owner: d.forms.task_owner });
+    if (checked.error) {
+      d.errors.tasks = t(checked.error);
+      this.renderDetail();
+      return;
+    }
+    this.act(d, "task-add", "tasks", "POST", `/api/incidents/${encodeURIComponent(d.id)}/tasks`, checked.body, (body) => {
+      d.forms.task_title = "";
+      d.forms.task_owner = "";
+      if (d.incident) d.incident = { ...d.incident, tasks: upsertById(d.incident.tasks, body) };
+    });
+  }
+
+  finishTask(taskId) {
+    const d = this.detail;
+    const result = String(d.forms.task_result ?? "").trim();
+    if (!result) {
+      d.errors.tasks = t("tasks.need_result");
+      this.renderDetail();
+      this.focusDetail(`result:${taskId}`);
+      return;
+    }
+    this.act(d, `task:${taskId}`, "tasks", "POST", `/api/tasks/${encodeURIComponent(taskId)}`, { status: "done", result }, (body) => {
+      d.pendingDone = null;
+      d.forms.task_result = "";
+      if (d.incident) d.incident = { ...d.incident, tasks: upsertById(d.incident.tasks, body) };
+    });
+  }
+
+  // ---- the panel's sections ----
+
+  detailStatus(d, status) {
+    const busy = d.busy.has("status");
+    const actions = lifecycleActions(status);
+    // The incident moved on (another desk, the feed): a reason form for a step it can no longer take goes.
+    if (d.pendingStatus && !busy && !actions.some((a) => a.action === d.pendingStatus)) d.pendingStatus = null;
+    const parts = [];
+    if (!actions.length) {
+      parts.push(el("p", { class: "detail-empty", text: t("actions.none") }));
+    } else {
+      const row = el("div", { class: "status-actions" });
+      for (const { action, needsReason } of actions) {
+        const danger = action === "false_alarm" || action === "cancelled";
+        row.append(el("button", {
+          type: "button",
+          class: `btn btn-small status-action${danger ? " is-danger" : ""}${d.pendingStatus === action ? " is-active" : ""}`,
+          dataset: { act: "status", action, focusKey: `status:${action}` },
+          disabled: busy,
+          "aria-expanded": needsReason ? String(d.pendingStatus === action) : undefined,
+          text: t(`action.${action}`),
+        }));
+      }
+      parts.push(row);
+    }
+    if (d.pendingStatus) {
+      const actionName = t(`action.${d.pendingStatus}`);
+      parts.push(el("form", { class: "inline-form reason-form", dataset: { form: "reason", action: d.pendingStatus } },
+        el("label", { class: "inline-label", for: "status-reason", text: t("action.reason_for", { action: actionName }) }),
+        el("input", {
+          id: "status-reason", class: "reason-input", type: "text", maxlength: "500", autocomplete: "off",
+          placeholder: t("action.reason_placeholder"), value: d.forms.reason ?? "",
+          dataset: { field: "reason", focusKey: "reason" },
+        }),
+        el("div", { class: "inline-buttons" },
+          el("button", { type: "submit", class: "btn btn-small btn-primary reason-submit", disabled: busy,
+            text: busy ? t("action.busy") : t("action.submit") }),
+          el("button", { type: "button", class: "btn btn-small btn-plain reason-cancel",
+            dataset: { act: "form-cancel", form: "reason" }, text: t("action.back") }))));
+    }
+    parts.push(this.actionError("status", d));
+    return this.detailSection("status", "actions.title", ...parts);
+  }
+
+  detailDispatches(d, dispatches, incidentStatus) {
+    const parts = [];
+    const act = this.canAct();
+    const ended = isTerminal(incidentStatus);
+    const ordered = dispatches.slice().sort((a, b) =>
+      (isActiveDispatch(b) - isActiveDispatch(a)) || (Number(a.id) - Number(b.id)));
+    const activeUnits = new Set(dispatches.filter(isActiveDispatch).map((x) => String(x.unit_id)));
+    if (!ordered.length) parts.push(el("p", { class: "detail-empty", text: t("dispatches.none") }));
+    const ul = el("ul", { class: "dispatch-list" });
+    for (const x of ordered) {
+      const id = String(x.id);
+      const status = String(x.status ?? "");
+      const overdue = Boolean(x.overdue_at) && status === "dispatched";
+      const ackMs = timeOf(x.ack_deadline);
+      const li = el("li", {
+        class: `dispatch${overdue ? " is-overdue" : ""}${isActiveDispatch(x) ? "" : " is-ended"}`,
+        dataset: { dispatchId: id, unitId: String(x.unit_id ?? ""), status },
+      });
+      li.append(el("div", { class: "dispatch-head" },
+        el("span", { class: "dispatch-unit", text: this.unitCallsign(x.unit_id) }),
+        el("span", { class: "dispatch-unit-id", text: String(x.unit_id ?? "") }),
+        el("span", { class: `dispatch-status ds-${classToken(status, DISPATCH_STATUSES)}`, text: label("dispatch_status", status) })));
+      li.append(el("div", { class: "dispatch-meta" },
+        x.capability ? el("span", { text: label("capability", x.capability) }) : null,
+        el("span", { class: "dispatch-eta", text: formatEta(x.eta_s) }),
+        // Once flagged overdue, the note below says it; until then the deadline counts down.
+        status === "dispatched" && ackMs && !x.overdue_at
+          ? el("span", { class: "dispatch-countdown", dataset: { deadline: String(ackMs) } }) : null));
+      for (const s of list(x.supplies)) {
+        li.append(el("div", { class: "dispatch-supply", text: t("dispatches.supply", {
+          quantity: s.quantity ?? "", unit: s.unit ?? "", item: s.item ?? "", depot: s.depot_id ?? "",
+        }) }));
+      }
+      if (x.reason) li.append(el("div", { class: "dispatch-reason", text: t("dispatches.reason", { reason: String(x.reason) }) }));
+      if (overdue) li.append(el("div", { class: "overdue-note", role: "alert", text: t("dispatches.overdue") }));
+      const offer = x.overdue_at ? d.offers.get(id) : undefined;
+      // The offer stands while the overdue unit has not taken the job and the offered one is not already going.
+      if (x.overdue_at && (status === "dispatched" || DISPATCH_GONE.has(status)) && !ended) {
+        if (offer && !activeUnits.has(String(offer.unit_id))) {
+          const callsign = String(offer.callsign ?? offer.unit_id);
+          li.append(el("div", { class: "dispatch-offer", dataset: { offerUnitId: String(offer.unit_id) } },
+            el("span", { class: "offer-line", text: t("dispatches.offer_line", {
+              callsign, type: label("unit_type", offer.type), eta: formatEta(offer.eta_s),
+            }) }),
+            act ? el("button", {
+              type: "button", class: "btn btn-small btn-primary offer-send",
+              dataset: { act: "offer", dispatchId: id, focusKey: `offer:${id}` },
+              disabled: d.busy.has(`offer:${id}`), text: t("dispatches.send", { callsign }),
+            }) : null));
+        } else if (offer === null) {
+          li.append(el("div", { class: "dispatch-offer is-empty", text: t("dispatches.no_offer") }));
+        }
+      }
+      if (act && isActiveDispatch(x)) {
+        li.append(el("div", { class: "dispatch-actions" },
+          el("button", {
+            type: "button", class: "btn btn-small dispatch-cancel",
+            dataset: { act: "callback", dispatchId: id, focusKey: `callback:${id}` },
+            disabled: d.busy.has(`callback:${id}`), text: t("dispatches.call_back"),
+          })));
+      }
+      ul.append(li);
+    }
+    if (ordered.length) parts.push(ul);
+    parts.push(this.actionError("dispatches", d));
+    const section = this.detailSection("dispatches", "dispatches.title", ...parts);
+    const active = dispatches.filter(isActiveDispatch).length;
+    if (active) section.firstChild.append(el("span", { class: "heading-count", text: t("dispatches.active_count", { n: active }) }));
+    return section;
   }
 
   unitChoiceText(u) {
@@ -1673,12 +2320,26 @@ class Console {
     });
   }
 
-  detailRecommendation(d, recError) {
+  /** A dispatch checkbox for one recommended unit or supply lot. */
+  pickBox(d, choice, name) {
+    const ticked = d.picks.has(choice.key) ? d.picks.get(choice.key) : choice.picked;
+    return el("input", {
+      type: "checkbox", class: "pick", checked: ticked, disabled: d.busy.has("dispatch"),
+      "aria-label": t("dispatch.pick_label", { name }),
+      dataset: { pick: choice.key, focusKey: `pick:${choice.key}` },
+    });
+  }
+
+  detailRecommendation(d, recError, dispatches, incidentStatus) {
     const rec = d.rec;
     const parts = [];
     if (d.loading && !rec) parts.push(el("p", { class: "detail-loading", role: "status", text: t("detail.loading") }));
     if (recError) parts.push(el("p", { class: "detail-error", role: "alert", text: recError }));
     if (!rec) return this.detailSection("recommendation", "rec.title", ...parts);
+
+    const act = this.canAct();
+    const choices = dispatchChoices(rec, dispatches);
+    const byKey = new Map([...choices.units, ...choices.supplies].map((c) => [c.key, c]));
 
     const plan = rec.plan && typeof rec.plan === "object" ? rec.plan : {};
     parts.push(el("p", { class: "rec-plan" },
@@ -1711,9 +2372,12 @@ class Console {
         const units = el("ul", { class: "assignment-units" });
         for (const u of chosen) {
           if (!u || typeof u !== "object") continue;
+          const choice = byKey.get(`unit:${u.id}`);
+          const line = el("span", { class: "unit-line" }, this.unitChoiceText(u),
+            u.late ? el("span", { class: "late-badge", text: t("rec.late") }) : null,
+            choice && choice.covered ? el("span", { class: "covered-badge", text: t("dispatch.covered") }) : null);
           units.append(el("li", { class: `unit-choice${u.late ? " is-late" : ""}${etaMinutes(u.eta_s) === null ? " is-unreachable" : ""}`, dataset: { unitId: String(u.id ?? "") } },
-            this.unitChoiceText(u),
-            u.late ? el("span", { class: "late-badge", text: t("rec.late") }) : null));
+            act && choice ? el("label", { class: "pick-label" }, this.pickBox(d, choice, String(u.callsign ?? u.id)), line) : line));
         }
         ul.append(el("li", { class: `assignment${short ? " is-short" : ""}`, dataset: { capability: String(a.capability ?? "") } },
           el("div", { class: "assignment-head" },
@@ -1740,9 +2404,14 @@ class Console {
         const sources = el("ul", { class: "supply-sources" });
         for (const src of Array.isArray(s.sources) ? s.sources : []) {
           if (!src || typeof src !== "object") continue;
-          sources.append(el("li", { text: t("rec.source_line", {
-            name: src.name ?? src.depot_id ?? "", quantity: src.quantity ?? "", eta: formatEta(src.eta_s),
-          }) }));
+          const choice = byKey.get(`supply:${src.depot_id}:${s.item}`);
+          const line = el("span", { class: "source-line" },
+            t("rec.source_line", { name: src.name ?? src.depot_id ?? "", quantity: src.quantity ?? "", eta: formatEta(src.eta_s) }),
+            choice && !choice.covered && choice.quantity !== Number(src.quantity)
+              ? el("span", { class: "send-qty", text: t("dispatch.send_qty", { n: choice.quantity, unit: s.unit ?? "" }) }) : null,
+            choice && choice.covered ? el("span", { class: "covered-badge", text: t("dispatch.covered") }) : null);
+          sources.append(el("li", { class: "supply-source", dataset: { depotId: String(src.depot_id ?? ""), item: String(s.item ?? "") } },
+            act && choice ? el("label", { class: "pick-label" }, this.pickBox(d, choice, `${s.item} · ${src.name ?? src.depot_id}`), line) : line));
         }
         const short = (Number(s.filled) || 0) < (Number(s.needed) || 0);
         ul.append(el("li", { class: `rec-supply${short ? " is-short" : ""}` },
@@ -1751,7 +2420,186 @@ class Console {
       }
       parts.push(ul);
     }
+    if (act) parts.push(this.dispatchControls(d, choices, incidentStatus));
     return this.detailSection("recommendation", "rec.title", ...parts);
+  }
+
+  /** The "Dispatch recommended" button, what it would send, and how the last send went. */
+  dispatchControls(d, choices, incidentStatus) {
+    const payload = dispatchBody(choices, d.picks);
+    const busy = d.busy.has("dispatch");
+    const ended = isTerminal(incidentStatus);
+    let hint = null;
+    if (ended) hint = t("dispatch.ended");
+    else if (!choices.units.length) hint = t("dispatch.no_units");
+    else if (!payload.units.length) hint = t("dispatch.pick_unit");
+    const box = el("div", { class: "dispatch-controls" },
+      el("div", { class: "dispatch-bar" },
+        el("button", {
+          type: "button", id: "dispatch-recommended", class: "btn btn-primary dispatch-send",
+          dataset: { act: "dispatch", focusKey: "dispatch" },
+          disabled: busy || ended || !payload.units.length,
+          "aria-busy": busy ? "true" : undefined,
+          text: busy ? t("dispatch.sending") : t("dispatch.send"),
+        }),
+        el("span", { class: "dispatch-summary", text: t("dispatch.summary", { units: payload.units.length, supplies: payload.supplies.length }) })),
+      hint ? el("p", { class: "dispatch-hint", text: hint }) : null);
+    if (d.dispatchResult && d.dispatchResult.length) {
+      const ul = el("ul", { class: "dispatch-result-list" });
+      for (const r of d.dispatchResult) {
+        ul.append(el("li", { dataset: { unitId: String(r.unit_id ?? "") }, text: t("dispatch.result_line", {
+          callsign: this.unitCallsign(r.unit_id), eta: formatEta(r.eta_s),
+        }) }));
+      }
+      box.append(el("div", { class: "dispatch-result", role: "status" },
+        el("span", { class: "dispatch-result-title", text: t("dispatch.done") }), ul));
+    }
+    const error = this.actionError("dispatch", d);
+    if (error) box.append(error);
+    return box;
+  }
+
+  detailTasks(d, tasks) {
+    const act = this.canAct();
+    const parts = [];
+    if (!tasks.length) parts.push(el("p", { class: "detail-empty", text: t("tasks.none") }));
+    const ul = el("ul", { class: "task-list" });
+    const ordered = tasks.slice().sort((a, b) =>
+      (isOpenTask(b) - isOpenTask(a)) || (timeOf(a.due_at) - timeOf(b.due_at)) || (Number(a.id) - Number(b.id)));
+    for (const task of ordered) {
+      const id = String(task.id);
+      const status = String(task.status ?? "");
+      const open = isOpenTask(task);
+      const overdue = open && Boolean(task.overdue_at);
+      const dueMs = timeOf(task.due_at);
+      const owner = task.owner_unit ? this.unitCallsign(task.owner_unit) : task.owner_name;
+      const notes = list(task.notes);
+      const last = notes.length ? notes[notes.length - 1] : null;
+      const li = el("li", { class: `task${overdue ? " is-overdue" : ""}${open ? "" : " is-closed"}`, dataset: { taskId: id, status } },
+        el("div", { class: "task-head" },
+          el("span", { class: "task-title", text: String(task.title ?? "") }),
+          el("span", { class: `task-status ts-${classToken(status, TASK_STATUSES)}`, text: label("task_status", status) })),
+        el("div", { class: "task-meta" },
+          owner ? el("span", { class: "task-owner", text: t("tasks.owner", { owner: String(owner) }) }) : null,
+          el("span", { class: "task-due-at", text: t("tasks.due", { time: fmtTime(task.due_at) }) }),
+          open && dueMs ? el("span", { class: "task-due", dataset: { due: String(dueMs) } }) : null),
+        overdue ? el("div", { class: "overdue-note", text: t("tasks.overdue") }) : null,
+        task.result ? el("div", { class: "task-result", text: t("tasks.result", { result: String(task.result) }) }) : null,
+        last ? el("div", { class: "task-note", text: t("tasks.last_note", { author: last.author ?? "", note: last.note ?? "" }) }) : null);
+      if (act && open) {
+        if (d.pendingDone === id) {
+          const busy = d.busy.has(`task:${id}`);
+          li.append(el("form", { class: "inline-form result-form", dataset: { form: "task-result", taskId: id } },
+            el("label", { class: "inline-label", for: `task-result-${id}`, text: t("tasks.result_label") }),
+            el("input", {
+              id: `task-result-${id}`, class: "result-input", type: "text", maxlength: "2000", autocomplete: "off",
+              placeholder: t("tasks.result_placeholder"), value: d.forms.task_result ?? "",
+              dataset: { field: "task_result", focusKey: `result:${id}` },
+            }),
+            el("div", { class: "inline-buttons" },
+              el("button", { type: "submit", class: "btn btn-small btn-primary result-submit", disabled: busy,
+                text: busy ? t("action.busy") : t("tasks.done") }),
+              el("button", { type: "button", class: "btn btn-small btn-plain result-cancel",
+                dataset: { act: "form-cancel", form: "task-result" }, text: t("action.back") }))));
+        } else {
+          li.append(el("div", { class: "task-actions" },
+            el("button", { type: "button", class: "btn btn-small task-done",
+              dataset: { act: "task-done", taskId: id, focusKey: `task-done:${id}` }, text: t("tasks.done") })));
+        }
+      }
+      ul.append(li);
+    }
+    if (ordered.length) parts.push(ul);
+    if (act) parts.push(this.taskForm(d));
+    parts.push(this.actionError("tasks", d));
+    return this.detailSection("tasks", "tasks.title", ...parts);
+  }
+
+  taskForm(d) {
+    const busy = d.busy.has("task-add");
+    const units = el("datalist", { id: "task-owner-units" });
+    const known = [...this.state.units.values()].sort((a, b) => String(a.id).localeCompare(String(b.id)));
+    for (const u of known.slice(0, 500)) units.append(el("option", { value: String(u.id), label: String(u.callsign ?? u.id) }));
+    const field = (name, labelKey, input) => el("label", { class: `task-field task-field-${name}` },
+      el("span", { class: "inline-label", text: t(labelKey) }), input);
+    return el("form", { class: "task-form", dataset: { form: "task-add" } },
+      el("h5", { class: "rec-subheading", text: t("tasks.add_title") }),
+      el("div", { class: "task-form-fields" },
+        field("title", "tasks.field_title", el("input", {
+          name: "title", type: "text", maxlength: "200", autocomplete: "off", value: d.forms.task_title ?? "",
+          dataset: { field: "task_title", focusKey: "task-title" },
+        })),
+        field("due", "tasks.field_due", el("input", {
+          name: "due", type: "number", min: "1", max: String(MAX_DUE_MINUTES), step: "1", inputmode: "numeric",
+          value: d.forms.task_due ?? "", dataset: { field: "task_due", focusKey: "task-due" },
+        })),
+        field("owner", "tasks.field_owner", el("input", {
+          name: "owner", type: "text", maxlength: "64", autocomplete: "off", list: "task-owner-units",
+          value: d.forms.task_owner ?? "", dataset: { field: "task_owner", focusKey: "task-owner" },
+        }))),
+      units,
+      el("button", { type: "submit", class: "btn btn-small btn-primary task-add", disabled: busy,
+        text: busy ? t("action.busy") : t("tasks.add") }));
+  }
+
+  /** One line of the timeline's detail: the unit, the task, the reason, the offer. */
+  timelineDetail(entry, tasksById) {
+    const detail = entry.detail && typeof entry.detail === "object" ? entry.detail : {};
+    const bits = [];
+    if (detail.unit_id) bits.push(t("timeline.unit", { unit: this.unitCallsign(detail.unit_id) }));
+    if (detail.title) bits.push(String(detail.title));
+    else if (detail.task_id !== undefined && tasksById.has(String(detail.task_id))) bits.push(String(tasksById.get(String(detail.task_id)).title ?? ""));
+    if (detail.offer && typeof detail.offer === "object" && detail.offer.unit_id) {
+      bits.push(t("timeline.offer", { callsign: String(detail.offer.callsign ?? detail.offer.unit_id) }));
+    }
+    if (detail.reason) bits.push(t("dispatches.reason", { reason: String(detail.reason) }));
+    if (detail.result) bits.push(t("tasks.result", { result: String(detail.result) }));
+    return bits.join(" · ");
+  }
+
+  detailTimeline(timeline, tasks) {
+    if (!timeline.length) return this.detailSection("timeline", "timeline.title", el("p", { class: "detail-empty", text: t("timeline.none") }));
+    const tasksById = new Map(tasks.map((x) => [String(x.id), x]));
+    const ol = el("ol", { class: "timeline" });
+    // Newest first: what just happened is what a commander looks for.
+    const shown = timeline.slice(-TIMELINE_ENTRIES).reverse();
+    for (const entry of shown) {
+      const group = timelineGroup(entry.action);
+      const from = entry.from ? (group ? label(group, entry.from) : String(entry.from)) : null;
+      const to = entry.to ? (group ? label(group, entry.to) : String(entry.to)) : null;
+      const change = from && to ? t("timeline.change", { from, to }) : (to || from);
+      const detail = this.timelineDetail(entry, tasksById);
+      ol.append(el("li", { class: "timeline-entry", dataset: { action: String(entry.action ?? "") } },
+        el("span", { class: "tl-time", text: fmtTime(entry.time) }),
+        el("span", { class: "tl-actor", text: String(entry.actor ?? "") }),
+        el("span", { class: "tl-action", text: label("timeline_action", entry.action) }),
+        change ? el("span", { class: "tl-change", text: change }) : null,
+        detail ? el("span", { class: "tl-detail", text: detail }) : null));
+    }
+    const more = timeline.length > shown.length
+      ? el("p", { class: "detail-more", text: t("timeline.more", { n: timeline.length - shown.length }) })
+      : null;
+    return this.detailSection("timeline", "timeline.title", ol, more);
+  }
+
+  detailAlarms(alarms) {
+    const list = Array.isArray(alarms) ? alarms : [];
+    if (!list.length) return this.detailSection("alarms", "detail.alarms", el("p", { class: "detail-empty", text: t("detail.no_alarms") }));
+    const ul = el("ul", { class: "detail-alarms-list" });
+    for (const a of list.slice(0, DETAIL_ALARMS)) {
+      if (!a || typeof a !== "object") continue;
+      const value = a.value !== null && a.value !== undefined ? `${a.value}${a.unit ? ` ${a.unit}` : ""}` : null;
+      ul.append(el("li", { class: `detail-alarm sev-${classToken(a.severity, SEVERITIES)}` },
+        el("span", { class: "alarm-meta", text: t("detail.alarm_line", {
+          time: fmtTime(a.time), sensor: a.sensor_id ?? t("field.none"), severity: label("severity", a.severity),
+        }) }),
+        a.message ? el("span", { class: "alarm-message", text: String(a.message) }) : null,
+        value ? el("span", { class: "alarm-value", text: value }) : null));
+    }
+    const more = list.length > DETAIL_ALARMS
+      ? el("p", { class: "detail-more", text: t("detail.more_alarms", { n: list.length - DETAIL_ALARMS }) })
+      : null;
+    return this.detailSection("alarms", "detail.alarms", ul, more);
   }
 
   detailPlaces(name, headingKey, places, kindGroup) {
