@@ -19,14 +19,12 @@ from shapely.geometry import Point
 
 from command import dispatch_store, incident_store, queries, tasks_store
 from command.errors import ApiError
-from command.feed_protocol import Principal
+from command.feed_protocol import ACTORS, Principal
 from command.keys import DELIVERY, PLANS, POOL
 from command.web import _json_body, _require, now, principal_of
 from dispatch.orders import BadRequest, parse_request
 from sensors.alarms import KINDS, SEVERITIES
 
-ACTORS = ("admin", "commander", "dispatcher")
-READERS = ("admin", "commander", "dispatcher", "viewer")
 MAX_TEXT = 500
 
 

@@ -32,7 +32,7 @@ from dispatch import postgis
 from dispatch.orders import DispatchRequest, Pickup, order_document
 from dispatch.plans import Plans
 from dispatch.progress import ACTIVE, InvalidTransition, Step, cancel_step, field_step
-from dispatch.recommendation import IncidentPlace, closing_kinds, surroundings
+from dispatch.recommendation import IncidentPlace, closing_kinds, destination, surroundings
 from dispatch.tasks import PlannedTask, Site, plan_tasks
 
 DISPATCH_COLUMNS = """
@@ -154,7 +154,7 @@ async def create_dispatches(
     """
     async with conn.transaction():
         inc = await conn.fetchrow(
-            f"SELECT {INCIDENT_COLUMNS}, i.urgency FROM incidents i WHERE i.id = $1 FOR UPDATE",
+            f"SELECT {INCIDENT_COLUMNS} FROM incidents i WHERE i.id = $1 FOR UPDATE",
             incident_id,
         )
         if inc is None:
@@ -163,9 +163,7 @@ async def create_dispatches(
             raise ApiError(
                 409, "incident_ended", f"incident {incident_id} is {inc['status']}: reopen it first"
             )
-        target = inc["location"] if inc["location"] is not None else None
-        if target is None and inc["area"] is not None:
-            target = inc["area"].representative_point()
+        target = destination(inc["location"], inc["area"])
         if target is None:
             raise ApiError(409, "no_location", f"incident {incident_id} has no location to send units to")
         plan = plans.plan_for(inc["kind"], inc["severity"])
@@ -176,7 +174,7 @@ async def create_dispatches(
                 f"""
                 UPDATE units AS u SET status = 'dispatched', status_at = $2, updated_at = $2
                 WHERE u.id = $1 AND u.status = 'available'
-                RETURNING {UNIT_COLUMNS}, u.callsign
+                RETURNING {UNIT_COLUMNS}
                 """,
                 order.unit_id,
                 now,
@@ -240,6 +238,7 @@ async def create_dispatches(
         deadline = now + timedelta(seconds=plan.ack_deadline_s)
         events: list[NewEvent] = []
         dispatches = []
+        created: list[tuple[asyncpg.Record, asyncpg.Record]] = []
         for order, unit in units:
             dispatch_id: int = await conn.fetchval(
                 "SELECT nextval(pg_get_serial_sequence('dispatches', 'id'))"
@@ -304,13 +303,7 @@ async def create_dispatches(
                 eta.get(order.unit_id),
                 doc,
             )
-            await conn.execute(
-                "INSERT INTO unit_outbox (unit_id, dispatch_id, payload, created_at) VALUES ($1, $2, $3, $4)",
-                order.unit_id,
-                dispatch_id,
-                doc,
-                now,
-            )
+            await _mail_unit(conn, order.unit_id, dispatch_id, doc, now)
             await record(
                 conn,
                 incident_id,
@@ -319,23 +312,15 @@ async def create_dispatches(
                 "dispatch",
                 detail={"dispatch_id": dispatch_id, "unit_id": order.unit_id, "supplies": doc["supplies"]},
             )
-            supplies = [
-                {"id": p.requisition_id, "dispatch_id": dispatch_id, "depot_id": p.depot_id, "item": p.item}
-                | {"quantity": p.quantity, "unit": p.unit, "status": "requested"}
-                for p in pickups
-            ]
-            wire = dispatch_wire(row, supplies)
+            created.append((row, unit))
+
+        supplies = await _requisitions(conn, [row["id"] for row, _ in created])
+        for row, unit in created:
+            wire = dispatch_wire(row, supplies[row["id"]])
             dispatches.append(wire)
-            events.append(NewEvent("dispatch.created", wire, incident_id, order.unit_id, inc["district_id"]))
-            events.append(
-                NewEvent(
-                    "unit.status",
-                    unit_wire(unit) | {"dispatch_id": dispatch_id},
-                    None,
-                    order.unit_id,
-                    unit["district_id"],
-                )
-            )
+            events.append(NewEvent("dispatch.created", wire, incident_id, row["unit_id"], inc["district_id"]))
+            unit_data = unit_wire(unit) | {"dispatch_id": row["id"]}
+            events.append(NewEvent("unit.status", unit_data, None, row["unit_id"], unit["district_id"]))
 
         if inc["status"] in ("new", "confirmed"):
             changed = await set_incident_status(conn, incident_id, "responding", now)
@@ -350,6 +335,19 @@ async def create_dispatches(
         events.extend(NewEvent("task.created", t, incident_id, None, inc["district_id"]) for t in tasks)
         await append_events(conn, events)
     return Outcome({"dispatches": dispatches, "incident": incident_wire, "tasks": tasks}, unit_mail=True)
+
+
+async def _mail_unit(
+    conn: asyncpg.Connection, unit_id: str, dispatch_id: int, payload: dict[str, Any], now: datetime
+) -> None:
+    """Queue a message for units/{unit_id}/dispatch (sent by command/delivery.py after commit)."""
+    await conn.execute(
+        "INSERT INTO unit_outbox (unit_id, dispatch_id, payload, created_at) VALUES ($1, $2, $3, $4)",
+        unit_id,
+        dispatch_id,
+        payload,
+        now,
+    )
 
 
 async def _insert_dispatch(conn: asyncpg.Connection, sql: str, *args: Any) -> asyncpg.Record:
@@ -429,14 +427,7 @@ async def change_dispatch_status(
         ApiError: 404 unknown (or not yours); 409 with the state machine's reason.
     """
     async with conn.transaction():
-        row = await conn.fetchrow(
-            f"""
-            SELECT {DISPATCH_COLUMNS}, i.district_id
-            FROM dispatches d JOIN incidents i ON i.id = d.incident_id
-            WHERE d.id = $1 FOR UPDATE OF d
-            """,
-            dispatch_id,
-        )
+        row = await _lock_dispatch(conn, dispatch_id)
         if row is None or (only_unit is not None and row["unit_id"] != only_unit):
             raise ApiError(404, "not_found", "no such dispatch")
         try:
@@ -447,13 +438,26 @@ async def change_dispatch_status(
             )
         except InvalidTransition as exc:
             raise ApiError(409, "invalid_transition", str(exc)) from None
-        events = await _apply_step(conn, row, step, reason=reason, actor=actor, now=now)
+        events = await apply_step(conn, row, step, reason=reason, actor=actor, now=now)
         await append_events(conn, events)
         updated = events[0].data
     return Outcome({"dispatch": updated}, unit_mail=step.status == "cancelled")
 
 
-async def _apply_step(
+async def _lock_dispatch(conn: asyncpg.Connection, dispatch_id: int) -> asyncpg.Record | None:
+    """The dispatch (with its incident's district, for events), locked until commit."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"""
+        SELECT {DISPATCH_COLUMNS}, i.district_id
+        FROM dispatches d JOIN incidents i ON i.id = d.incident_id
+        WHERE d.id = $1 FOR UPDATE OF d
+        """,
+        dispatch_id,
+    )
+    return row
+
+
+async def apply_step(
     conn: asyncpg.Connection,
     row: asyncpg.Record,
     step: Step,
@@ -508,13 +512,13 @@ async def _apply_step(
                     r["quantity"],
                 )
     if step.status == "cancelled":
-        await conn.execute(
-            "INSERT INTO unit_outbox (unit_id, dispatch_id, payload, created_at) VALUES ($1, $2, $3, $4)",
-            row["unit_id"],
-            row["id"],
-            {"type": "cancel", "dispatch_id": row["id"], "unit_id": row["unit_id"], "time": now.isoformat()},
-            now,
-        )
+        cancel = {
+            "type": "cancel",
+            "dispatch_id": row["id"],
+            "unit_id": row["unit_id"],
+            "time": now.isoformat(),
+        }
+        await _mail_unit(conn, row["unit_id"], row["id"], cancel, now)
     await record(
         conn,
         row["incident_id"],
@@ -528,18 +532,11 @@ async def _apply_step(
     supplies = (await _requisitions(conn, [row["id"]]))[row["id"]]
     wire = dispatch_wire(updated, supplies)
     district = row["district_id"]
-    events = [NewEvent("dispatch.updated", wire, row["incident_id"], row["unit_id"], district)]
-    if unit is not None:
-        events.append(
-            NewEvent(
-                "unit.status",
-                unit_wire(unit) | {"dispatch_id": row["id"]},
-                None,
-                row["unit_id"],
-                unit["district_id"],
-            )
-        )
-    return events
+    unit_data = unit_wire(unit) | {"dispatch_id": row["id"]}
+    return [
+        NewEvent("dispatch.updated", wire, row["incident_id"], row["unit_id"], district),
+        NewEvent("unit.status", unit_data, None, row["unit_id"], unit["district_id"]),
+    ]
 
 
 async def field_report(
@@ -557,13 +554,7 @@ async def field_report(
         InvalidTransition: the dispatch is unknown, not this unit's, or the
             step is not allowed; the ingest dead-letters the message with it.
     """
-    row = await conn.fetchrow(
-        f"""
-        SELECT {DISPATCH_COLUMNS}, i.district_id FROM dispatches d JOIN incidents i ON i.id = d.incident_id
-        WHERE d.id = $1 FOR UPDATE OF d
-        """,
-        dispatch_id,
-    )
+    row = await _lock_dispatch(conn, dispatch_id)
     if row is None or row["unit_id"] != unit_id:
         raise InvalidTransition(f"dispatch {dispatch_id} is not a dispatch of unit {unit_id}")
     if row["status"] == requested:
@@ -572,7 +563,7 @@ async def field_report(
     # The unit's clock stamps its report, but a step never precedes the one
     # before it: a late or skewed report is stamped when it can have happened.
     earlier = [row["created_at"], *(row[stamp] for stamp in _STAMPS if row[stamp] is not None)]
-    return await _apply_step(conn, row, step, reason=reason, actor=f"unit:{unit_id}", now=max(now, *earlier))
+    return await apply_step(conn, row, step, reason=reason, actor=f"unit:{unit_id}", now=max(now, *earlier))
 
 
 # -- deadlines --------------------------------------------------------------------
@@ -625,7 +616,8 @@ async def _next_best(
     conn: asyncpg.Connection, row: asyncpg.Record, fresh_since: datetime, plans: Plans
 ) -> dict[str, Any] | None:
     """The nearest available unit that can fill the overdue unit's need."""
-    target = row["location"] if row["location"] is not None else row["area"].representative_point()
+    target = destination(row["location"], row["area"])
+    assert target is not None  # a dispatch is only made to an incident with a place
     capability = row["capability"]
     if capability is None:
         caps = await conn.fetchval("SELECT capabilities FROM units WHERE id = $1", row["unit_id"])

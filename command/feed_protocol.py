@@ -12,6 +12,10 @@ from typing import Any
 
 # Roles, from most to least privileged. 'field' accounts are bound to a unit.
 ROLES: tuple[str, ...] = ("admin", "commander", "dispatcher", "field", "viewer")
+# Who may act on incidents (dispatch, lifecycle, tasks), and who may read the
+# command picture (everyone but field teams, who see only their own work).
+ACTORS: tuple[str, ...] = ("admin", "commander", "dispatcher")
+READERS: tuple[str, ...] = (*ACTORS, "viewer")
 
 # Close codes (4000-4999 are ours to define).
 CLOSE_GOING_AWAY = 1001

@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 from shapely.geometry import Point
 
-from command.dispatch_store import _apply_step, set_incident_status
+from command.dispatch_store import apply_step, set_incident_status
 from command.errors import ApiError
 from command.incidents import ENDED, InvalidStatusChange, category_of, next_status, to_wire
 from command.outbox import NewEvent, append_events
@@ -68,7 +68,7 @@ async def change_status(
         if status in ("false_alarm", "cancelled"):
             for dispatch in active:
                 events.extend(
-                    await _apply_step(
+                    await apply_step(
                         conn, dispatch, cancel_step(dispatch["status"]), reason=reason, actor=actor, now=now
                     )
                 )

@@ -23,6 +23,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from aiohttp import web
 
 from command.errors import ApiError
+from command.feed_protocol import READERS
 from command.keys import POOL, SETTINGS
 from command.stats import incident_timings
 from command.web import _require, now
@@ -63,7 +64,7 @@ def _period(request: web.Request) -> tuple[datetime, datetime]:
 
 async def get_stats(request: web.Request) -> web.Response:
     """KPIs of the incidents opened in a period, as JSON or CSV."""
-    principal = _require(request, "admin", "commander", "dispatcher", "viewer")
+    principal = _require(request, *READERS)
     group = request.query.get("group", "kind")
     if group not in GROUPS:
         raise ApiError(400, "bad_request", f"group must be one of: {', '.join(GROUPS)}")

@@ -23,6 +23,10 @@ TASK_COLUMNS = """
 """
 
 
+def _note_wire(row: asyncpg.Record) -> dict[str, Any]:
+    return {"time": row["at"].isoformat(), "author": row["author"], "note": row["note"]}
+
+
 def task_wire(row: asyncpg.Record, notes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     wire: dict[str, Any] = {
         "id": row["id"],
@@ -57,7 +61,7 @@ async def list_tasks(conn: asyncpg.Connection, incident_id: int) -> list[dict[st
     )
     by_task: dict[int, list[dict[str, Any]]] = {r["id"]: [] for r in rows}
     for n in notes:
-        by_task[n["task_id"]].append({"time": n["at"].isoformat(), "author": n["author"], "note": n["note"]})
+        by_task[n["task_id"]].append(_note_wire(n))
     return [task_wire(r, by_task[r["id"]]) for r in rows]
 
 
@@ -188,9 +192,7 @@ async def update_task(
         notes = await conn.fetch(
             "SELECT at, author, note FROM task_notes WHERE task_id = $1 ORDER BY id", task_id
         )
-        wire = task_wire(
-            updated, [{"time": n["at"].isoformat(), "author": n["author"], "note": n["note"]} for n in notes]
-        )
+        wire = task_wire(updated, [_note_wire(n) for n in notes])
         await append_events(
             conn,
             [NewEvent("task.updated", wire, row["incident_id"], updated["owner_unit"], row["district_id"])],

@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from command import accounts, queries
 from command.errors import ApiError as ApiError  # re-exported for the route modules
-from command.feed_protocol import Principal
+from command.feed_protocol import READERS, Principal
 from command.keys import HUB, METRICS, MQTT, PLANS, POOL, SETTINGS
 from dispatch.recommendation import recommend_for, surroundings
 
@@ -226,7 +226,7 @@ def _city_layer(name: str, fetch: Callable[[asyncpg.Connection], Awaitable[list[
 
 
 async def list_sensors(request: web.Request) -> web.Response:
-    _require(request, "admin", "commander", "dispatcher", "viewer")
+    _require(request, *READERS)
     limit = _int_query(request, "limit", 1000, 100_000)
     async with request.app[POOL].acquire() as conn:
         return web.json_response({"sensors": await queries.list_sensors(conn, limit)})

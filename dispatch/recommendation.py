@@ -38,6 +38,14 @@ class IncidentPlace:
     area: BaseGeometry | None
 
 
+def destination(location: Point | None, area: BaseGeometry | None) -> Point | None:
+    """Where units are sent: the incident's point, else a point inside its area
+    (None when it has neither)."""
+    if location is not None:
+        return location
+    return area.representative_point() if area is not None else None
+
+
 def closing_kinds(plans: Plans) -> frozenset[str]:
     """Kinds whose incidents close the roads inside their area (at any tier).
 
@@ -96,7 +104,8 @@ async def recommend_for(
             "sites": [],
             "note": "the incident has no location: nothing can be routed to it",
         }
-    target = incident.location if incident.location is not None else where.representative_point()
+    target = destination(incident.location, incident.area)
+    assert target is not None  # where is not None
     around = await surroundings(conn, incident, plans)
 
     near: dict[str, postgis.NearUnit] = {}
