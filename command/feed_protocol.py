@@ -7,8 +7,11 @@ the same text goes to every client that may see it.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+BBox = tuple[float, float, float, float]  # west, south, east, north (lon, lat)
 
 # Roles, from most to least privileged. 'field' accounts are bound to a unit.
 ROLES: tuple[str, ...] = ("admin", "commander", "dispatcher", "field", "viewer")
@@ -18,6 +21,7 @@ ACTORS: tuple[str, ...] = ("admin", "commander", "dispatcher")
 READERS: tuple[str, ...] = (*ACTORS, "viewer")
 
 # Close codes (4000-4999 are ours to define).
+CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN_LATER = 1013
@@ -44,6 +48,8 @@ class Event:
     unit_id: str | None = None
     district_id: str | None = None
     wire: str = field(default="", compare=False)
+    # Where an incident or unit event happens, for bounding-box subscriptions.
+    bounds: BBox | None = field(default=None, compare=False)
 
     @classmethod
     def create(
@@ -56,17 +62,44 @@ class Event:
         district_id: str | None = None,
     ) -> Event:
         wire = json.dumps({"type": "event", "seq": seq, "name": name, "data": data}, separators=(",", ":"))
-        return cls(seq, name, data, incident_id, unit_id, district_id, wire)
+        located = name.startswith("incident.") or name.startswith("unit.")
+        bounds = wire_bounds(data) if located else None
+        return cls(seq, name, data, incident_id, unit_id, district_id, wire, bounds)
+
+
+def _walk(coords: Any) -> Iterable[tuple[float, float]]:
+    if (
+        isinstance(coords, list | tuple)
+        and len(coords) >= 2
+        and all(isinstance(v, int | float) for v in coords[:2])
+    ):
+        yield float(coords[0]), float(coords[1])
+    elif isinstance(coords, list | tuple):
+        for part in coords:
+            yield from _walk(part)
+
+
+def wire_bounds(data: Mapping[str, Any]) -> BBox | None:
+    """Bounds of an incident or unit as the wire shows it: its area, else its point."""
+    area = data.get("area")
+    if isinstance(area, Mapping):
+        points = list(_walk(area.get("coordinates")))
+        if points:
+            xs, ys = [p[0] for p in points], [p[1] for p in points]
+            return (min(xs), min(ys), max(xs), max(ys))
+    lat, lon = data.get("lat"), data.get("lon")
+    if isinstance(lat, int | float) and isinstance(lon, int | float):
+        return (float(lon), float(lat), float(lon), float(lat))
+    return None
 
 
 def visible(principal: Principal, event: Event) -> bool:
-    """May this principal see this event?
+    """May this principal see this event, as far as the event alone can tell?
 
-    Field teams see only their own unit until dispatches bind them to
-    incidents; an account bound to districts sees only events in them.
+    An account bound to districts sees only events in them. A field team's
+    scope depends on its dispatches, which the stream itself changes: that
+    part lives in :mod:`command.feed_scope`, which calls this first.
     """
-    if principal.role == "field":
-        return event.unit_id is not None and event.unit_id == principal.unit_id
     if principal.districts is not None:
         return event.district_id in principal.districts
     return True

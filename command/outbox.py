@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -56,3 +57,25 @@ async def append_events(conn: asyncpg.Connection, events: Sequence[NewEvent]) ->
     # Delivered at commit, and only then: a listener never hears of a row it cannot read.
     await conn.execute("SELECT pg_notify('events', $1)", str(last))
     return last
+
+
+async def prune_events(conn: asyncpg.Connection, older_than: datetime) -> int:
+    """Delete the outbox's oldest events, written before ``older_than``.
+
+    Only a prefix of seqs goes (what is left stays gap-free, so a replay
+    after it is still exact), and the newest event always stays: it is how a
+    console's ``since`` is told apart from a seq of some other database.
+
+    Returns:
+        how many events were deleted.
+    """
+    deleted: str = await conn.execute(
+        """
+        DELETE FROM events WHERE seq <= (
+            SELECT max(seq) FROM events
+            WHERE created_at < $1 AND seq < (SELECT max(seq) FROM events)
+        )
+        """,
+        older_than,
+    )
+    return int(deleted.split()[-1])

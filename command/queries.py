@@ -12,11 +12,13 @@ import asyncpg
 
 from command.dispatch_store import incident_dispatches
 from command.feed import event_from_row
-from command.feed_protocol import Event, Principal, visible
+from command.feed_protocol import Event, Principal
+from command.feed_scope import FieldScope
 from command.incidents import ENDED, to_wire
 from command.rows import INCIDENT_COLUMNS, UNIT_COLUMNS, incident_from_row, unit_wire
 from command.tasks_store import list_tasks
 from command.timeline import timeline
+from dispatch.progress import ACTIVE
 from dispatch.recommendation import IncidentPlace
 
 
@@ -131,9 +133,22 @@ async def incident_place(
     return IncidentPlace(row["id"], row["kind"], row["severity"], row["location"], row["area"])
 
 
+# Units whose active dispatch works an incident unit $1 has been dispatched to.
+_WORKERS = """
+    SELECT d.unit_id FROM dispatches d
+    WHERE d.status = ANY($2::text[])
+      AND d.incident_id IN (SELECT mine.incident_id FROM dispatches mine WHERE mine.unit_id = $1)
+"""
+
+
 async def list_units(conn: asyncpg.Connection, principal: Principal) -> list[dict[str, Any]]:
     if principal.role == "field":
-        rows = await conn.fetch(f"SELECT {UNIT_COLUMNS} FROM units u WHERE u.id = $1", principal.unit_id)
+        # Its own unit and the units working its incidents alongside it.
+        rows = await conn.fetch(
+            f"SELECT {UNIT_COLUMNS} FROM units u WHERE u.id = $1 OR u.id IN ({_WORKERS}) ORDER BY u.id",
+            principal.unit_id,
+            sorted(ACTIVE),
+        )
     elif principal.districts is not None:
         rows = await conn.fetch(
             f"SELECT {UNIT_COLUMNS} FROM units u WHERE u.district_id = ANY($1::text[]) ORDER BY u.id",
@@ -144,36 +159,55 @@ async def list_units(conn: asyncpg.Connection, principal: Principal) -> list[dic
     return [unit_wire(r) for r in rows]
 
 
-async def snapshot(conn: asyncpg.Connection, principal: Principal) -> dict[str, Any]:
-    """Open incidents and units as of one outbox seq, read in one consistent snapshot."""
+async def field_scope(conn: asyncpg.Connection, principal: Principal) -> FieldScope:
+    """A field team's incidents and fellow units, as the feed's scope starts from."""
+    if principal.role != "field":
+        return FieldScope()
+    row = await conn.fetchrow(
+        f"""
+        SELECT array(SELECT DISTINCT incident_id FROM dispatches WHERE unit_id = $1) AS incidents,
+               array({_WORKERS} AND d.unit_id <> $1) AS workers
+        """,
+        principal.unit_id,
+        sorted(ACTIVE),
+    )
+    return FieldScope(set(row["incidents"]), set(row["workers"]))
+
+
+async def snapshot(conn: asyncpg.Connection, principal: Principal) -> tuple[dict[str, Any], FieldScope]:
+    """Open incidents and units as of one outbox seq, and the scope the live
+    feed starts from, read in one consistent snapshot."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         seq = await conn.fetchval("SELECT coalesce(max(seq), 0) FROM events")
         incidents = await list_incidents(conn, principal, include_ended=False, limit=5000)
         units = await list_units(conn, principal)
-    return {"type": "snapshot", "seq": seq, "incidents": incidents, "units": units}
+        scope = await field_scope(conn, principal)
+    return {"type": "snapshot", "seq": seq, "incidents": incidents, "units": units}, scope
 
 
 async def replay(
     conn: asyncpg.Connection, principal: Principal, since: int, limit: int
-) -> list[Event] | None:
-    """Events after ``since`` the principal may see, or None when a replay cannot be exact
-    (``since`` is older than the retained outbox, or more than ``limit`` events behind)."""
-    bounds = await conn.fetchrow("SELECT min(seq) AS first, max(seq) AS last FROM events")
-    first, last = bounds["first"], bounds["last"]
-    if last is None:
-        return [] if since == 0 else None
-    if since > last:
-        return None  # a seq from another database: start afresh
-    if since < first - 1 or last - since > limit:
-        return None
-    rows = await conn.fetch(
-        """
-        SELECT seq, name, data, incident_id, unit_id, district_id FROM events
-        WHERE seq > $1 ORDER BY seq
-        """,
-        since,
-    )
-    return [e for e in map(event_from_row, rows) if visible(principal, e)]
+) -> tuple[list[Event], FieldScope] | None:
+    """Every event after ``since`` (the hub filters them through the console's
+    view) and the scope to start from, or None when a replay cannot be exact
+    (``since`` is older than the retained outbox, or more than ``limit`` events
+    behind, or from another database)."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        scope = await field_scope(conn, principal)
+        bounds = await conn.fetchrow("SELECT min(seq) AS first, max(seq) AS last FROM events")
+        first, last = bounds["first"], bounds["last"]
+        if last is None:
+            return ([], scope) if since == 0 else None
+        if since > last or since < first - 1 or last - since > limit:
+            return None
+        rows = await conn.fetch(
+            """
+            SELECT seq, name, data, incident_id, unit_id, district_id FROM events
+            WHERE seq > $1 ORDER BY seq
+            """,
+            since,
+        )
+    return [event_from_row(r) for r in rows], scope
 
 
 async def list_depots(conn: asyncpg.Connection) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from command import accounts, queries
 from command.errors import ApiError as ApiError  # re-exported for the route modules
 from command.feed_protocol import READERS, Principal
+from command.feed_scope import FieldScope
 from command.keys import HUB, METRICS, MQTT, PLANS, POOL, SETTINGS
 from dispatch.recommendation import recommend_for, surroundings
 
@@ -278,7 +279,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         async with pool.acquire() as conn:
             return await accounts.authenticate(conn, token, now())
 
-    async def snapshot(principal: Principal) -> dict[str, Any]:
+    async def snapshot(principal: Principal) -> tuple[dict[str, Any], FieldScope]:
         async with pool.acquire() as conn:
             return await queries.snapshot(conn, principal)
 

@@ -615,16 +615,36 @@ function errorMessage(body, fallbackKey) {
 
 // --- WebSocket feed ----------------------------------------------------------
 
+// The console's half of the heartbeat: browsers cannot send WebSocket pings,
+// so it sends {"type":"ping"} and the server answers "pong". A socket that
+// has said nothing for DEAD_AFTER_MS (two missed pongs) is dead even if the
+// browser has not noticed (a half-open TCP connection after a network change):
+// drop it and resume by seq.
+export const PING_EVERY_MS = 15000;
+export const DEAD_AFTER_MS = 35000;
+
+/** Parse ?bbox=west,south,east,north (a wall display of one area), or null. */
+export function bboxFromQuery(search) {
+  const raw = new URLSearchParams(search).get("bbox");
+  if (!raw) return null;
+  const parts = raw.split(",").map(Number);
+  return parts.length === 4 && parts.every(Number.isFinite) ? parts : null;
+}
+
 /**
  * One reconnecting WebSocket. Owns its timers; the console tells it what to
  * say in hello (since/token) and hears every parsed frame.
  */
 class Feed {
-  constructor({ hello, onMessage, onState, onUnauthorized }) {
+  constructor({ hello, onMessage, onState, onUnauthorized, bbox = null }) {
     this.hello = hello;
     this.onMessage = onMessage;
     this.onState = onState;
     this.onUnauthorized = onUnauthorized;
+    this.bbox = bbox;
+    this.beat = null;
+    this.lastHeard = 0;
+    this.pings = 0;
     this.ws = null;
     this.timer = null;
     this.attempt = 0;
@@ -645,6 +665,8 @@ class Feed {
     this.running = false;
     clearTimeout(this.timer);
     this.timer = null;
+    clearInterval(this.beat);
+    this.beat = null;
     const ws = this.ws;
     this.ws = null;
     if (ws) {
@@ -686,6 +708,10 @@ class Feed {
       this.everOpen = true;
       this.openedAt = Date.now();
       ws.send(JSON.stringify(this.hello()));
+      if (this.bbox) ws.send(JSON.stringify({ type: "subscribe", bbox: this.bbox }));
+      this.lastHeard = Date.now();
+      clearInterval(this.beat);
+      this.beat = setInterval(() => this._heartbeat(ws), PING_EVERY_MS);
       this.onState("live");
     };
     ws.onmessage = (e) => {
@@ -697,12 +723,16 @@ class Feed {
         return; // not JSON: nothing we can apply
       }
       this.attempt = 0;
+      this.lastHeard = Date.now();
+      if (msg && msg.type === "pong") return;
       this.onMessage(msg);
     };
     ws.onerror = () => { /* a close event always follows */ };
     ws.onclose = (e) => {
       if (ws !== this.ws) return; // a socket we already gave up on
       this.ws = null;
+      clearInterval(this.beat);
+      this.beat = null;
       if (!this.running) return;
       if (e.code === 4401) {
         this.running = false;
@@ -715,6 +745,26 @@ class Feed {
       this.openedAt = 0;
       this._schedule();
     };
+  }
+
+  _heartbeat(ws) {
+    if (ws !== this.ws) return;
+    if (Date.now() - this.lastHeard > DEAD_AFTER_MS) {
+      // Silent too long: give up on this socket without waiting for a close
+      // handshake that may never come, and resume on a new one.
+      clearInterval(this.beat);
+      this.beat = null;
+      this.ws = null;
+      try {
+        ws.close(4000, "heartbeat lost");
+      } catch (_) { /* already closed */ }
+      this._schedule();
+      return;
+    }
+    try {
+      this.pings += 1;
+      ws.send(JSON.stringify({ type: "ping", id: this.pings }));
+    } catch (_) { /* closing: onclose reconnects */ }
   }
 
   _schedule() {
@@ -829,6 +879,7 @@ class Console {
       onMessage: (msg) => this.onMessage(msg),
       onState: (s, retryMs) => this.setConnState(s, retryMs),
       onUnauthorized: () => this.showLogin(t("login.expired")),
+      bbox: typeof window !== "undefined" ? bboxFromQuery(window.location.search) : null,
     });
 
     this.$ = (id) => document.getElementById(id);

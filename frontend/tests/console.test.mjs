@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 
 import {
   ConsoleState, queueOf, backoffDelay, formatAge, escapeHtml, classToken, isTerminal,
-  etaMinutes, formatEta, formatDistance,
+  etaMinutes, formatEta, formatDistance, bboxFromQuery,
 } from "../static/console.js";
 import { missingKeys, t, setLang, label, detectLang, KINDS, SEVERITIES, UNIT_STATUSES, ACTIVE_STATUSES, TERMINAL_STATUSES, has } from "../static/i18n.js";
 
@@ -160,4 +160,11 @@ test("ETA minutes round up, null or bad is unreachable; distances in m or km", (
   assert.equal(formatEta(null), "无法到达");
   assert.equal(formatDistance(80), "80 米");
   setLang("en", null);
+});
+
+test("a wall display's bounding box comes from ?bbox=west,south,east,north", () => {
+  assert.deepEqual(bboxFromQuery("?bbox=120.1,30.2,120.2,30.3"), [120.1, 30.2, 120.2, 30.3]);
+  assert.equal(bboxFromQuery("?bbox=120.1,30.2,east,30.3"), null);
+  assert.equal(bboxFromQuery("?bbox=1,2,3"), null);
+  assert.equal(bboxFromQuery(""), null);
 });

@@ -1,0 +1,238 @@
+"""A field team never receives an event outside its scope, in snapshot, replay
+or live: a property test over random scenarios against the real server.
+
+Hypothesis draws scenarios (incidents reported, units dispatched to them,
+field steps, call-backs, positions over MQTT); each runs through the real
+HTTP API and broker while the field team of U-1 watches live. Afterwards
+every frame it got is checked against its scope as an independent oracle
+computes it from the outbox table itself, replaying the rule in plain
+Python: an event is in U-1's scope when it is about U-1, about an incident
+U-1 has been dispatched to (by then), or about a unit whose dispatch to such
+an incident was active at that moment. The live console must get exactly
+the in-scope events (positions may be coalesced, never lost at the end); a
+replay from the scenario's start and a fresh snapshot must hold nothing out
+of scope.
+
+As in test_dispatch_invariants.py, hypothesis runs in a worker thread and
+hands coroutines to the test's loop, where the server runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import asyncpg
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from command.outbox import NewEvent, append_events
+from dispatch.progress import ACTIVE
+from tests.integration.helpers import console, publisher, running_server, settings_for
+from tests.integration.test_dispatch import Api, _seed_city, api_for
+
+T = TypeVar("T")
+ME = "U-1"
+UNITS = ("U-1", "U-2", "U-3", "U-4")
+DISPATCH_EVENTS = ("dispatch.created", "dispatch.updated", "dispatch.overdue")
+
+
+@dataclass(frozen=True)
+class Open:
+    east: int  # incidents ~1 km apart, so each report is its own incident
+
+
+@dataclass(frozen=True)
+class Send:
+    unit: str
+    incident: int  # index into the scenario's incidents (modulo)
+
+
+@dataclass(frozen=True)
+class Step:
+    unit: str
+    status: str
+
+
+@dataclass(frozen=True)
+class Move:
+    unit: str
+
+
+STEPS = st.one_of(
+    st.builds(Open, st.integers(0, 9)),
+    st.builds(Send, st.sampled_from(UNITS), st.integers(0, 5)),
+    st.builds(
+        Step,
+        st.sampled_from(UNITS),
+        st.sampled_from(["acknowledged", "on_scene", "cleared", "declined", "cancelled"]),
+    ),
+    st.builds(Move, st.sampled_from(UNITS)),
+)
+
+
+def in_scope(events: list[dict[str, Any]]) -> dict[int, bool]:
+    """The oracle: seq -> is this event in U-1's scope when it happens?"""
+    mine: set[int] = set()
+    active: dict[str, int] = {}  # unit -> incident of its active dispatch
+    verdict: dict[int, bool] = {}
+    for e in events:
+        incident, unit = e["incident_id"], e["unit_id"]
+        if e["name"] in DISPATCH_EVENTS and incident is not None and unit is not None:
+            if unit == ME:
+                mine.add(incident)
+            if e["data"].get("status") in ACTIVE:
+                active[unit] = incident
+            else:
+                active.pop(unit, None)
+        working = {u for u, i in active.items() if i in mine}
+        verdict[e["seq"]] = unit == ME or incident in mine or (unit is not None and unit in working)
+    return verdict
+
+
+async def test_a_field_team_gets_exactly_its_scope_live_and_nothing_outside_it_in_replay_or_snapshot(
+    database_url: str, mqtt_url: str, conn: asyncpg.Connection
+) -> None:
+    tokens = await _seed_city(database_url)
+    server = settings_for(database_url, mqtt_url)
+    loop = asyncio.get_running_loop()
+
+    def run(coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(120)
+
+    async with running_server(server), api_for(server) as api, publisher(mqtt_url) as pub:
+
+        async def scenario(steps: list[Any]) -> None:
+            boss = tokens["commander"]
+            incidents: list[int] = []
+            async with console(server, tokens["field"]) as live:
+                first = await live.receive()
+                assert first["type"] == "snapshot"
+                start = first["seq"]
+                for step in steps:
+                    await perform(api, pub, conn, boss, incidents, step)
+                # A last event about U-1 itself: when it arrives, everything
+                # before it has been decided on.
+                end = await append_events(conn, [NewEvent("unit.status", {"probe": True}, None, ME, "D-1")])
+                assert end is not None
+                got: list[dict[str, Any]] = []
+                while not got or got[-1]["seq"] != end:
+                    got.extend(await live.events())
+            rows = await conn.fetch("SELECT seq, name, data, incident_id, unit_id FROM events ORDER BY seq")
+            history = [dict(r) for r in rows]
+            verdict = in_scope(history)
+            expected = [e for e in history if start < e["seq"] <= end and verdict[e["seq"]]]
+            check_live(got, expected)
+
+            async with console(server, tokens["field"], since=start) as replayed:
+                seen: list[dict[str, Any]] = []
+                while not seen or seen[-1]["seq"] != end:
+                    seen.extend(await replayed.events())
+            # The replay starts from today's scope, so it may show an
+            # incident's earlier life; never anything else.
+            ever_mine = {
+                e["incident_id"] for e in history if e["name"] == "dispatch.created" and e["unit_id"] == ME
+            }
+            for e in seen:
+                incident = history_by_seq(history)[e["seq"]]["incident_id"]
+                assert verdict[e["seq"]] or incident in ever_mine, e
+
+            async with console(server, tokens["field"]) as fresh:
+                snap = await fresh.receive()
+            working = {
+                r["unit_id"]
+                for r in await conn.fetch(
+                    """SELECT unit_id FROM dispatches WHERE status = ANY($1::text[])
+                       AND incident_id IN (SELECT incident_id FROM dispatches WHERE unit_id = $2)""",
+                    sorted(ACTIVE),
+                    ME,
+                )
+            }
+            assert {u["id"] for u in snap["units"]} == working | {ME}
+            assert {i["id"] for i in snap["incidents"]} <= ever_mine
+
+        @settings(
+            max_examples=5,
+            deadline=None,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(st.lists(STEPS, min_size=6, max_size=16))
+        def check(steps: list[Any]) -> None:
+            run(scenario([Open(0), Send(ME, 0), *steps]))
+
+        await asyncio.to_thread(check)
+
+
+def history_by_seq(history: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    return {e["seq"]: e for e in history}
+
+
+def check_live(got: list[dict[str, Any]], expected: list[dict[str, Any]]) -> None:
+    """Exactly the in-scope events, in order; positions may be coalesced, but
+    each unit's last one within the run always arrives."""
+    seqs = [e["seq"] for e in got]
+    assert seqs == sorted(set(seqs)), "out of order or repeated"
+    allowed = {e["seq"] for e in expected}
+    assert set(seqs) <= allowed, f"out of scope: {sorted(set(seqs) - allowed)}"
+    must = [e["seq"] for e in expected if e["name"] != "unit.moved"]
+    assert [s for s in seqs if s in set(must)] == must, "an in-scope event is missing"
+    last_moved: dict[str, int] = {}
+    for e in expected:
+        if e["name"] == "unit.moved":
+            last_moved[e["unit_id"]] = e["seq"]
+    assert set(last_moved.values()) <= set(seqs), "a unit's last position never came"
+
+
+async def perform(
+    api: Api, pub: Any, conn: asyncpg.Connection, boss: str, incidents: list[int], step: Any
+) -> None:
+    if isinstance(step, Open):
+        status, body = await api.call(
+            "POST",
+            "/api/incidents",
+            boss,
+            {
+                "kind": "fire",
+                "severity": "Moderate",
+                "lat": 30.27,
+                "lon": 120.15 + step.east * 0.01 + len(incidents) * 0.001,
+                "title": "t",
+            },
+        )
+        assert status == 201, body
+        incidents.append(body["id"])
+    elif isinstance(step, Send) and incidents:
+        incident = incidents[step.incident % len(incidents)]
+        status, body = await api.call(
+            "POST", f"/api/incidents/{incident}/dispatches", boss, {"units": [step.unit]}
+        )
+        assert status in (201, 409), body
+    elif isinstance(step, Step):
+        dispatch = await conn.fetchval(
+            "SELECT id FROM dispatches WHERE unit_id = $1 AND status = ANY($2::text[])",
+            step.unit,
+            sorted(ACTIVE),
+        )
+        if dispatch is not None:
+            status, body = await api.call(
+                "POST", f"/api/dispatches/{dispatch}/status", boss, {"status": step.status, "reason": "test"}
+            )
+            assert status in (200, 409), body
+    elif isinstance(step, Move):
+        lat = 30.26 + (datetime.now(UTC).microsecond % 1000) * 1e-6
+        await pub.publish(
+            f"units/{step.unit}/position", {"lat": lat, "lon": 120.16, "time": datetime.now(UTC).isoformat()}
+        )
+        # Positions go through ingest asynchronously: wait until stored, so the
+        # scenario's order is the outbox's order.
+        for _ in range(200):
+            if await conn.fetchval(
+                "SELECT abs(ST_Y(position) - $2) < 1e-9 FROM units WHERE id = $1", step.unit, lat
+            ):
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"position of {step.unit} not stored")
