@@ -143,6 +143,9 @@ class Hub:
                     client.buffer.push(event)
         except Overflow:
             self._overflow(client)
+        if view.grew:  # a dispatch among the held events: see publish
+            view.grew = False
+            client.subscribe.append(view.bbox)
         client.wake.set()
 
     def _overflow(self, client: Client) -> None:

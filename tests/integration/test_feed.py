@@ -131,9 +131,7 @@ async def test_a_slow_console_is_closed_with_1013_while_a_normal_one_gets_everyt
                 seqs: list[int] = []
                 reader = asyncio.create_task(_read_forever(normal, seqs))
                 for _ in range(400):
-                    await append_events(
-                        conn, [NewEvent("sensor.online", {"pad": padding}) for _ in range(5)]
-                    )
+                    await append_events(conn, [NewEvent("sensor.online", {"pad": padding}) for _ in range(5)])
                     await asyncio.sleep(0.01)  # a flood, not one giant frame
                     if app[HUB].overflows:
                         break

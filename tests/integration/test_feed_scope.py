@@ -20,7 +20,7 @@ hands coroutines to the test's loop, where the server runs.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -64,7 +64,7 @@ class Move:
 
 STEPS = st.one_of(
     st.builds(Open, st.integers(0, 9)),
-    st.builds(Send, st.sampled_from(UNITS), st.integers(0, 5)),
+    st.builds(Send, st.sampled_from(UNITS), st.integers(0, 3)),
     st.builds(
         Step,
         st.sampled_from(UNITS),
@@ -74,22 +74,31 @@ STEPS = st.one_of(
 )
 
 
-def in_scope(events: list[dict[str, Any]]) -> dict[int, bool]:
-    """The oracle: seq -> is this event in U-1's scope when it happens?"""
-    mine: set[int] = set()
-    active: dict[str, int] = {}  # unit -> incident of its active dispatch
+def in_scope(
+    events: list[dict[str, Any]], known: set[int] | None = None, working: Iterable[str] = ()
+) -> dict[int, bool]:
+    """The oracle: seq -> is this event in U-1's scope when it happens?
+
+    ``known`` and ``working``: U-1's incidents and the units working them as
+    the database holds them when a replay starts (a replay starts from
+    today's scope, so it may show their earlier life); None to learn them
+    from the stream as it goes, as live delivery does.
+    """
+    today = -1  # stands for "one of U-1's incidents" for the units working them at the start
+    mine: set[int] = {*(known or ()), today}
+    active: dict[str, int] = dict.fromkeys(working, today)  # unit -> incident of its active dispatch
     verdict: dict[int, bool] = {}
     for e in events:
         incident, unit = e["incident_id"], e["unit_id"]
         if e["name"] in DISPATCH_EVENTS and incident is not None and unit is not None:
-            if unit == ME:
+            if unit == ME and known is None:
                 mine.add(incident)
             if e["data"].get("status") in ACTIVE:
                 active[unit] = incident
             else:
                 active.pop(unit, None)
-        working = {u for u, i in active.items() if i in mine}
-        verdict[e["seq"]] = unit == ME or incident in mine or (unit is not None and unit in working)
+        fellows = {u for u, i in active.items() if i in mine}
+        verdict[e["seq"]] = unit == ME or incident in mine or (unit is not None and unit in fellows)
     return verdict
 
 
@@ -119,71 +128,118 @@ async def test_a_field_team_gets_exactly_its_scope_live_and_nothing_outside_it_i
                 end = await append_events(conn, [NewEvent("unit.status", {"probe": True}, None, ME, "D-1")])
                 assert end is not None
                 got: list[dict[str, Any]] = []
+                snapshots: list[tuple[int, dict[str, Any]]] = []  # (last event seq before it, snapshot)
                 while not got or got[-1]["seq"] != end:
-                    got.extend(await live.events())
+                    frame = await live.receive()
+                    if frame["type"] == "snapshot":
+                        # A dispatch widened the scope: a fresh picture of it.
+                        snapshots.append((got[-1]["seq"] if got else start, frame))
+                    else:
+                        got.extend(frame["events"] if frame["type"] == "batch" else [frame])
             rows = await conn.fetch("SELECT seq, name, data, incident_id, unit_id FROM events ORDER BY seq")
             history = [dict(r) for r in rows]
             verdict = in_scope(history)
             expected = [e for e in history if start < e["seq"] <= end and verdict[e["seq"]]]
-            check_live(got, expected)
+            # What a mid-stream snapshot covers is in it, not in events.
+            covered = {s for before, snap in snapshots for s in range(before + 1, snap["seq"] + 1)}
+            check_live(got, expected, covered)
+            by_seq = history_by_seq(history)
+            fellows_seen.append(sum(1 for e in got if by_seq[e["seq"]]["unit_id"] not in (None, ME)))
+            for _, snap in snapshots:
+                check_snapshot(snap, history)
 
             async with console(server, tokens["field"], since=start) as replayed:
                 seen: list[dict[str, Any]] = []
                 while not seen or seen[-1]["seq"] != end:
                     seen.extend(await replayed.events())
             # The replay starts from today's scope, so it may show an
-            # incident's earlier life; never anything else.
+            # incident's earlier life and the units working it then; never
+            # anything else.
             ever_mine = {
                 e["incident_id"] for e in history if e["name"] == "dispatch.created" and e["unit_id"] == ME
             }
-            for e in seen:
-                incident = history_by_seq(history)[e["seq"]]["incident_id"]
-                assert verdict[e["seq"]] or incident in ever_mine, e
-
-            async with console(server, tokens["field"]) as fresh:
-                snap = await fresh.receive()
             working = {
                 r["unit_id"]
                 for r in await conn.fetch(
                     """SELECT unit_id FROM dispatches WHERE status = ANY($1::text[])
-                       AND incident_id IN (SELECT incident_id FROM dispatches WHERE unit_id = $2)""",
+                       AND incident_id IN (SELECT incident_id FROM dispatches WHERE unit_id = $2)
+                       AND unit_id <> $2""",
                     sorted(ACTIVE),
                     ME,
                 )
             }
+            replay_verdict = in_scope([e for e in history if e["seq"] > start], ever_mine, working)
+            for e in seen:
+                assert replay_verdict[e["seq"]], e
+
+            async with console(server, tokens["field"]) as fresh:
+                snap = await fresh.receive()
             assert {u["id"] for u in snap["units"]} == working | {ME}
             assert {i["id"] for i in snap["incidents"]} <= ever_mine
+            # Call everyone back, so the next scenario starts with free units.
+            for row in await conn.fetch(
+                "SELECT id FROM dispatches WHERE status = ANY($1::text[])", sorted(ACTIVE)
+            ):
+                status, body = await api.call(
+                    "POST",
+                    f"/api/dispatches/{row['id']}/status",
+                    boss,
+                    {"status": "cancelled", "reason": "reset"},
+                )
+                assert status == 200, body
 
         @settings(
-            max_examples=5,
+            max_examples=10,
             deadline=None,
             phases=[Phase.generate],
             suppress_health_check=list(HealthCheck),
         )
         @given(st.lists(STEPS, min_size=6, max_size=16))
         def check(steps: list[Any]) -> None:
-            run(scenario([Open(0), Send(ME, 0), *steps]))
+            # Start with U-2 on an incident before U-1 joins it, so that every scenario
+            # has a fellow unit to see and to stop seeing.
+            run(scenario([Open(0), Open(5), Send("U-2", 0), Send(ME, 0), Send("U-3", 1), *steps]))
 
+        fellows_seen: list[int] = []
         await asyncio.to_thread(check)
+        # The scenarios did exercise the interesting part: fellow units' events.
+        assert sum(fellows_seen) > 0, fellows_seen
 
 
 def history_by_seq(history: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     return {e["seq"]: e for e in history}
 
 
-def check_live(got: list[dict[str, Any]], expected: list[dict[str, Any]]) -> None:
+def check_snapshot(snap: dict[str, Any], history: list[dict[str, Any]]) -> None:
+    """A snapshot holds only what was in scope at its seq."""
+    upto = [e for e in history if e["seq"] <= snap["seq"]]
+    mine = {e["incident_id"] for e in upto if e["name"] == "dispatch.created" and e["unit_id"] == ME}
+    active: dict[str, int] = {}
+    for e in upto:
+        if e["name"] in DISPATCH_EVENTS and e["incident_id"] is not None and e["unit_id"] is not None:
+            if e["data"].get("status") in ACTIVE:
+                active[e["unit_id"]] = e["incident_id"]
+            else:
+                active.pop(e["unit_id"], None)
+    assert {i["id"] for i in snap["incidents"]} <= mine, snap
+    assert {u["id"] for u in snap["units"]} == {u for u, i in active.items() if i in mine} | {ME}, snap
+
+
+def check_live(got: list[dict[str, Any]], expected: list[dict[str, Any]], covered: set[int]) -> None:
     """Exactly the in-scope events, in order; positions may be coalesced, but
     each unit's last one within the run always arrives."""
     seqs = [e["seq"] for e in got]
     assert seqs == sorted(set(seqs)), "out of order or repeated"
     allowed = {e["seq"] for e in expected}
     assert set(seqs) <= allowed, f"out of scope: {sorted(set(seqs) - allowed)}"
-    must = [e["seq"] for e in expected if e["name"] != "unit.moved"]
+    must = [e["seq"] for e in expected if e["name"] != "unit.moved" and e["seq"] not in covered]
     assert [s for s in seqs if s in set(must)] == must, "an in-scope event is missing"
     last_moved: dict[str, int] = {}
     for e in expected:
         if e["name"] == "unit.moved":
             last_moved[e["unit_id"]] = e["seq"]
+    # A position a snapshot covers is in the snapshot's units instead.
+    last_moved = {u: s for u, s in last_moved.items() if s not in covered}
     assert set(last_moved.values()) <= set(seqs), "a unit's last position never came"
 
 
