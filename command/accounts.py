@@ -132,3 +132,18 @@ async def logout(conn: asyncpg.Connection, token: str, now: datetime) -> None:
         token_hash(token),
         now,
     )
+
+
+async def live_sessions(conn: asyncpg.Connection, hashes: list[bytes], now: datetime) -> set[bytes]:
+    """Which of these token hashes still open a session (unrevoked, unexpired,
+    account enabled): the WebSocket hub asks every few seconds, in one query."""
+    rows = await conn.fetch(
+        """
+        SELECT s.token_hash FROM sessions s JOIN users u ON u.id = s.user_id
+        WHERE s.token_hash = ANY($1::bytea[]) AND s.revoked_at IS NULL AND s.expires_at > $2
+          AND NOT u.disabled
+        """,
+        hashes,
+        now,
+    )
+    return {bytes(r["token_hash"]) for r in rows}

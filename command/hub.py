@@ -28,6 +28,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from command.auth import token_hash
 from command.client_buffer import MOVED, ClientBuffer, Overflow
 from command.feed_protocol import (
     CLOSE_GOING_AWAY,
@@ -44,6 +45,7 @@ from command.feed_protocol import (
     parse_hello,
 )
 from command.feed_scope import BadBBox, FieldScope, View, parse_bbox
+from command.ws_guard import FrameBudget
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +60,22 @@ MOVED_INTERVAL_S = 0.25
 SEND_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 5.0
 REPLAY_FRAME = 500
+# A logout, password or role change revokes a session; its sockets, on every
+# instance, are closed at the next sweep.
+SWEEP_INTERVAL_S = 2.0
+# Client frames (pings, subscriptions): plenty for a console, too few to
+# make the server work for a hostile one.
+FRAMES_PER_S = 5.0
+FRAME_BURST = 20.0
 
 
 @dataclass(eq=False, slots=True)
 class Client:
     principal: Principal
     buffer: ClientBuffer
+    ws: web.WebSocketResponse
+    session: bytes  # the hash of the token that opened it, to notice its revocation
+    budget: FrameBudget
     # None while catching up: events are then held unfiltered (see module doc).
     view: View | None = None
     # The highest seq the snapshot or replay already covered.
@@ -81,6 +93,7 @@ class Client:
 Authenticate = Callable[[str], Awaitable[Principal | None]]
 Snapshot = Callable[[Principal], Awaitable[tuple[dict[str, Any], FieldScope]]]
 Replay = Callable[[Principal, int, int], Awaitable[tuple[list[Event], FieldScope] | None]]
+LiveSessions = Callable[[list[bytes]], Awaitable[set[bytes]]]
 
 
 class Hub:
@@ -158,6 +171,20 @@ class Hub:
             # Its writer waits on a socket nobody reads: stop waiting now.
             client.sending.reschedule(asyncio.get_running_loop().time())
 
+    async def sweep(self, live_sessions: LiveSessions) -> None:
+        """Close, every few seconds, the consoles whose session has ended
+        (logout, password or role change, expiry, account disabled)."""
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+            clients = list(self._clients)
+            if not clients:
+                continue
+            live = await live_sessions(sorted({c.session for c in clients}))
+            ended = [c for c in clients if c.session not in live and not c.ws.closed]
+            for client in ended:
+                log.info("closing the console of %s: its session ended", client.principal.username)
+            await asyncio.gather(*(_end_session(c.ws) for c in ended))
+
     async def close_all(self) -> None:
         """Graceful close for shutdown: every console gets 1001 (going away)."""
         sockets = list(self._sockets)
@@ -219,7 +246,14 @@ class Hub:
             await ws.close(code=CLOSE_UNAUTHORIZED, message=b"unauthorized")
             return
 
-        client = Client(principal, ClientBuffer(self._queue_max))
+        assert token is not None  # a principal came from it
+        client = Client(
+            principal,
+            ClientBuffer(self._queue_max),
+            ws,
+            token_hash(token),
+            FrameBudget(FRAMES_PER_S, FRAME_BURST),
+        )
         # Registered before reading the database: whatever commits after our
         # read is held in the buffer, and the floor drops the overlap.
         self._clients.add(client)
@@ -321,9 +355,13 @@ class Hub:
 
     async def _read(self, ws: web.WebSocketResponse, client: Client) -> None:
         """Client frames after hello: pings and bounding-box subscriptions."""
+        loop = asyncio.get_running_loop()
         async for message in ws:
             if message.type == WSMsgType.ERROR:
                 log.info("websocket error: %s", ws.exception())
+                return
+            if not client.budget.take(loop.time()):
+                await ws.close(code=CLOSE_POLICY, message=b"too many frames")
                 return
             if message.type != WSMsgType.TEXT:
                 continue
@@ -353,6 +391,13 @@ class Hub:
             client.wake.set()
             return None
         return error_frame("unsupported", 'expected {"type":"ping"} or {"type":"subscribe","bbox":[...]}')
+
+
+async def _end_session(ws: web.WebSocketResponse) -> None:
+    # Bounded: a console that reads nothing cannot hold up the sweep; its
+    # heartbeat or its writer's send deadline ends it.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(ws.close(code=CLOSE_UNAUTHORIZED, message=b"session ended"), CLOSE_TIMEOUT_S)
 
 
 class TooSlow(Exception):
