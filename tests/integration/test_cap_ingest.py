@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import asyncpg
-import pytest
+from shapely.geometry import Point, shape
 
 from sensors.cap import parse_cap
+from tests.cap_samples import EARTHQUAKE_UPDATE, SAMPLE_NAMES, SAMPLES
 from tests.integration.helpers import (
     console,
     publisher,
@@ -17,10 +16,9 @@ from tests.integration.helpers import (
     wait_for_value,
 )
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "cap-samples"
-EARTHQUAKE_UPDATE = SAMPLES / "v1dot2_appendix_adot3.xml"
-
-pytestmark = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"CAP samples not found at {SAMPLES}")
+# The 1.2 appendix earthquake: its epicentre, "32.9525,-115.5527 0" (CAP is lat,lon).
+EPICENTRE = Point(-115.5527, 32.9525)
+UPDATE_REF = "trinet@caltech.edu,TRI13970876.2,2003-06-11T20:56:00-07:00"
 
 
 def _earthquake(msg_type: str, identifier: str, references: str | None, sent: str) -> bytes:
@@ -39,7 +37,7 @@ async def test_every_sample_is_taken_and_nothing_dead_lettered(
 ) -> None:
     await seed_minimal(database_url)
     settings = settings_for(database_url, mqtt_url)
-    samples = sorted(SAMPLES.glob("*.xml"))
+    samples = [SAMPLES / name for name in SAMPLE_NAMES]
     # The 1.0, 1.1 and 1.2 appendix examples share their CAP identities, and
     # (sender, identifier) is what makes a message unique: the later copies
     # are redeliveries as far as CAP is concerned.
@@ -124,6 +122,60 @@ async def test_alert_update_cancel_drive_one_incident(
     assert [(r["identifier"], r["incident_id"]) for r in links] == [
         (f"TRI13970876.{n}", opened["data"]["id"]) for n in (1, 2, 3)
     ]
+
+
+async def test_update_of_an_alert_never_received_opens_an_incident_and_its_cancel_closes_it(
+    database_url: str, mqtt_url: str, conn: asyncpg.Connection
+) -> None:
+    """The 1.2 appendix A.3 earthquake, sent alone and as it is: an Update whose
+    original (TRI13970876.1) never reached us. A reader still learns of an
+    earthquake, so it must open an incident, not fail or be dropped."""
+    tokens = await seed_minimal(database_url)
+    settings = settings_for(database_url, mqtt_url)
+    async with (
+        running_server(settings),
+        console(settings, tokens["commander"]) as ws,
+        publisher(mqtt_url) as pub,
+    ):
+        await ws.receive()  # the snapshot
+        await pub.publish("cap/trinet", EARTHQUAKE_UPDATE.read_bytes())
+        opened = await ws.until("incident.opened")
+        await pub.publish(
+            "cap/trinet", _earthquake("Cancel", "TRI13970876.3", UPDATE_REF, "2003-06-11T21:30:00-07:00")
+        )
+        closed = await ws.until("incident.closed")
+
+    incident = opened["data"]
+    assert (incident["source"], incident["kind"], incident["category"]) == (
+        "cap",
+        "earthquake",
+        "natural_disaster",
+    )
+    # The sample's <severity>Minor</severity>, and its one area: a circle of
+    # radius 0 at the epicentre, drawn as a small polygon around that point.
+    assert incident["severity"] == "Minor"
+    assert (round(incident["lat"], 4), round(incident["lon"], 4)) == (32.9525, -115.5527)
+    area = shape(incident["area"])
+    assert area.geom_type in ("Polygon", "MultiPolygon") and area.contains(EPICENTRE)
+    assert EPICENTRE.hausdorff_distance(area.boundary) < 0.001  # within ~100 m, not a region
+    assert incident["last_alert"] == {
+        "sender": "trinet@caltech.edu",
+        "identifier": "TRI13970876.2",
+        "msg_type": "Update",
+        "sent": "2003-06-11T20:56:00-07:00",
+    }
+
+    assert closed["data"]["id"] == incident["id"] and closed["data"]["status"] == "cancelled"
+    assert closed["data"]["last_alert"]["msg_type"] == "Cancel"
+    rows = await conn.fetch("SELECT id, status, closed_at FROM incidents")
+    assert [(r["id"], r["status"]) for r in rows] == [(incident["id"], "cancelled")]
+    assert rows[0]["closed_at"] is not None
+    links = await conn.fetch("SELECT identifier, msg_type, incident_id FROM cap_messages ORDER BY identifier")
+    assert [(r["identifier"], r["msg_type"], r["incident_id"]) for r in links] == [
+        ("TRI13970876.2", "Update", incident["id"]),
+        ("TRI13970876.3", "Cancel", incident["id"]),
+    ]
+    assert await conn.fetchval("SELECT count(*) FROM dead_letters") == 0
 
 
 async def test_exercise_is_recorded_but_opens_nothing(

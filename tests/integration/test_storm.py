@@ -1,4 +1,9 @@
-"""Storm check: 20,000 alarms from 400 sensors in three areas become exactly three incidents."""
+"""Storm check: 20,000 alarms from 400 sensors in three areas become exactly three incidents.
+
+The three areas are of one hazard family (smoke and fire), so nothing but
+distance tells them apart: grouping by family alone would make one incident,
+and a radius too large would merge them.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +13,19 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-from shapely.geometry import Point
+from shapely.geometry import MultiPoint, Point
 
 from command import db
+from command.correlation import distance_m, parse_rules
+from command.settings import load
 from tests.integration.helpers import publisher, running_server, settings_for
 
-AREAS = [
-    # (centre lat, lon, sensor kind, alarm kinds, spread in degrees)
-    (30.25, 120.10, "smoke", ("smoke", "fire"), 0.0008),  # within the 300 m fire radius
-    (30.28, 120.20, "water_level", ("water_level", "flood"), 0.005),  # 2 km flood radius
-    (30.30, 120.14, "gas", ("gas_leak", "hazmat"), 0.0015),  # 500 m gas radius
-]
+FIRE = parse_rules(load({}).correlation_rules_path.read_text()).family_of("smoke")
+ALARM_KINDS = ("smoke", "fire")  # two kinds, one family
+# Centres about 900 m apart (a triangle): the areas' edges are some 650 m
+# apart, beyond the 300 m fire radius, but well within a few radii.
+AREAS = [(30.2500, 120.1000), (30.2500, 120.1095), (30.2582, 120.1047)]
+SPREAD = 0.0008  # degrees either way: an area is about 180 x 150 m, within the radius
 SENSORS = 400
 ALARMS = 20_000
 
@@ -36,16 +43,29 @@ async def test_storm_becomes_three_incidents(database_url: str, mqtt_url: str) -
     conn = await asyncpg.connect(database_url)
     await db.register_codecs(conn)
     sensors: list[tuple[str, int]] = []
-    rows = []
+    places: list[Point] = []
     for n in range(SENSORS):
         area = n % len(AREAS)
-        lat, lon, kind, _, spread = AREAS[area]
-        sensor_id = f"ST-{n:03d}"
-        sensors.append((sensor_id, area))
-        rows.append(
-            (sensor_id, kind, Point(lon + rng.uniform(-spread, spread), lat + rng.uniform(-spread, spread)))
-        )
-    await conn.executemany("INSERT INTO sensors (id, kind, location) VALUES ($1, $2, $3)", rows)
+        lat, lon = AREAS[area]
+        sensors.append((f"ST-{n:03d}", area))
+        places.append(Point(lon + rng.uniform(-SPREAD, SPREAD), lat + rng.uniform(-SPREAD, SPREAD)))
+    # The geometry the test relies on, checked rather than trusted: an area
+    # fits within the radius (so it is one incident whatever the order), and
+    # each sensor is beyond the radius of every other area's extent.
+    hulls = [
+        MultiPoint([p for (_, a), p in zip(sensors, places, strict=True) if a == area]).convex_hull
+        for area in range(len(AREAS))
+    ]
+    for hull in hulls:
+        west, south, east, north = hull.bounds
+        assert distance_m(south, west, Point(east, north)) < FIRE.radius_m
+    for (_, area), place in zip(sensors, places, strict=True):
+        for other, hull in enumerate(hulls):
+            assert other == area or distance_m(place.y, place.x, hull) > FIRE.radius_m
+    await conn.executemany(
+        "INSERT INTO sensors (id, kind, location) VALUES ($1, 'smoke', $2)",
+        [(sensor_id, place) for (sensor_id, _), place in zip(sensors, places, strict=True)],
+    )
 
     settings = settings_for(database_url, mqtt_url)
     start = datetime.now(UTC) - timedelta(seconds=60)
@@ -56,10 +76,10 @@ async def test_storm_becomes_three_incidents(database_url: str, mqtt_url: str) -
             infos = []
             for i in range(ALARMS):
                 sensor_id, area = sensors[i % SENSORS]
-                kinds = AREAS[area][3]
                 doc = {
                     "id": f"storm-{i}",
-                    "kind": kinds[i % 2],
+                    # Each sensor reports smoke, then fire, then smoke...
+                    "kind": ALARM_KINDS[(i // SENSORS) % 2],
                     "severity": rng.choice(["Minor", "Moderate", "Severe"]),
                     # Spread over one minute, like a real storm.
                     "time": (start + timedelta(seconds=60 * i / ALARMS)).isoformat(),
@@ -71,14 +91,25 @@ async def test_storm_becomes_three_incidents(database_url: str, mqtt_url: str) -
             await _wait_for_count(conn, ALARMS, timeout=120)
 
         incidents = await conn.fetch(
-            "SELECT family, alarm_count, sensor_count, severity FROM incidents ORDER BY family"
+            """
+            SELECT i.id, i.family, i.alarm_count, i.sensor_count, i.severity,
+                   count(a.*) AS alarms, array_agg(DISTINCT a.sensor_id) AS sensors
+            FROM incidents i LEFT JOIN alarms a ON a.incident_id = i.id
+            GROUP BY i.id ORDER BY i.id
+            """
         )
-        assert len(incidents) == 3, incidents
-        by_family = {r["family"]: r for r in incidents}
-        for area, family in enumerate(["fire", "flood", "gas"]):
-            assert by_family[family]["alarm_count"] == per_area_alarms[area]
-            assert by_family[family]["sensor_count"] == len(per_area_sensors[area])
-            assert by_family[family]["severity"] == "Severe"
+        assert len(incidents) == 3, [dict(r) for r in incidents]
+        # Each incident is exactly one area: all of its sensors and alarms, nothing else.
+        area_of = dict(sensors)
+        for incident in incidents:
+            areas = {area_of[s] for s in incident["sensors"]}
+            assert len(areas) == 1, f"incident {incident['id']} spans areas {areas}"
+            (area,) = areas
+            assert set(incident["sensors"]) == per_area_sensors[area]
+            assert incident["alarm_count"] == incident["alarms"] == per_area_alarms[area]
+            assert incident["sensor_count"] == len(per_area_sensors[area])
+            assert (incident["family"], incident["severity"]) == ("fire", "Severe")
+        assert sorted(area_of[r["sensors"][0]] for r in incidents) == [0, 1, 2]
         assert await conn.fetchval("SELECT count(*) FROM alarms WHERE incident_id IS NULL") == 0
         assert await conn.fetchval("SELECT count(*) FROM dead_letters") == 0
     finally:

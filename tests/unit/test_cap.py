@@ -31,20 +31,13 @@ from sensors.cap import (
     referenced_keys,
     to_incident_fields,
 )
+from tests.cap_samples import SAMPLE_NAMES, SAMPLES, sample
 from tests.unit.test_pure_imports import FORBIDDEN, imported_roots
 
 ROOT = Path(__file__).resolve().parents[2]
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "cap-samples"
-SAMPLE_NAMES = sorted(path.name for path in SAMPLES.glob("*.xml")) if SAMPLES.is_dir() else []
 
 CAP12 = "urn:oasis:names:tc:emergency:cap:1.2"
 CATEGORIES = {"natural_disaster", "accident", "public_health", "public_security"}
-
-
-def sample(name: str) -> bytes:
-    if not SAMPLES.is_dir():
-        pytest.skip(f"CAP samples folder {SAMPLES} is absent; the shared checkout is not here")
-    return (SAMPLES / name).read_bytes()
 
 
 def cap_document(info: str = "", *, sent: str = "2026-11-28T16:00:00+08:00", extra: str = "") -> bytes:
@@ -88,7 +81,12 @@ def document_polygon_points(payload: bytes) -> list[tuple[float, float]]:
 # ---------------------------------------------------------------- every real document
 
 
-@pytest.mark.parametrize("name", SAMPLE_NAMES or ["<samples absent>"])
+def test_the_samples_in_the_repository_are_the_listed_ones() -> None:
+    # Listed, not globbed, so a lost file fails; an added one must be listed too.
+    assert sorted(p.name for p in SAMPLES.glob("*.xml")) == sorted(SAMPLE_NAMES)
+
+
+@pytest.mark.parametrize("name", SAMPLE_NAMES)
 def test_every_sample_parses(name: str) -> None:
     alert = parse_cap(sample(name))
     assert alert.sent.utcoffset() is not None
@@ -493,11 +491,7 @@ def test_alert_without_info_has_nothing_to_open() -> None:
 @settings(max_examples=300, deadline=None)
 @given(cut=st.integers(min_value=0, max_value=2052), junk=st.binary(max_size=8), at=st.integers(0, 2052))
 def test_mangled_documents_raise_only_rejected(cut: int, junk: bytes, at: int) -> None:
-    original = (
-        (SAMPLES / "v1dot2_appendix_adot2.xml").read_bytes()
-        if SAMPLES.is_dir()
-        else cap_document(info_block(area=polygon_area("30,120 30,121 31,121 30,120")))
-    )
+    original = sample("v1dot2_appendix_adot2.xml")
     for payload in (original[:cut], original[:at] + junk + original[at + len(junk) :]):
         try:
             alert = parse_cap(payload)
@@ -541,7 +535,7 @@ def test_parsing_opens_no_file_and_no_socket(io_watch: list[str]) -> None:
     """cap12.xsd / cap11.xsd are documentation, not a runtime dependency:
     parsing reads only the bytes given, even when a document names its schema
     by URL or smuggles an external entity."""
-    payloads = [sample(name) for name in SAMPLE_NAMES] or [cap_document(info_block())]
+    payloads = [sample(name) for name in SAMPLE_NAMES]
     schema_located = replace(
         cap_document(info_block()),
         f'<alert xmlns="{CAP12}">',

@@ -125,25 +125,50 @@ def test_alarms_within_radius_always_share_a_lock(
     assert set(lock_keys([a], RULES)) & set(lock_keys([b], RULES))
 
 
-def test_storm_of_three_clusters_is_three_incidents() -> None:
+def _storm(spacing_north_m: float) -> list[Located]:
+    """300 alarms from 40 sensors in each of three clusters of one family (smoke
+    and fire), the clusters' centres ``spacing_north_m`` apart, interleaved in time."""
     alarms = []
-    for cluster, (dlat, kind) in enumerate([(0.0, "smoke"), (0.05, "flood"), (0.10, "gas_leak")]):
+    for cluster in range(3):
         for i in range(300):
             alarms.append(
                 Located(
                     Alarm(
                         f"S-{cluster}-{i % 40}",
                         f"{cluster}-{i}",
-                        kind,
+                        ("smoke", "fire")[i % 2],
                         "Minor",
                         T0 + timedelta(seconds=i / 10),
                     ),
-                    30.0 + dlat + (i % 7) * 0.0002,
+                    # A cluster is 6 x 0.0002 degrees (about 130 m) north-south, 4 x 0.0002 east-west.
+                    30.0 + cluster * spacing_north_m * M_LAT + (i % 7) * 0.0002,
                     120.0 + (i % 5) * 0.0002,
                 )
             )
-    groups = correlate(alarms, [], RULES)
-    assert sorted(len(g.alarms) for g in groups) == [300, 300, 300]
+    return alarms
+
+
+def test_storm_of_three_clusters_is_three_incidents() -> None:
+    # One family, so only distance can tell the clusters apart: 900 m between
+    # centres leaves some 770 m between their edges, beyond the 300 m fire radius.
+    assert RULES.family_of("smoke").radius_m == 300
+    groups = correlate(_storm(900), [], RULES)
+    assert len(groups) == 3
+    for group in groups:
+        assert (group.incident_id, group.family) == (None, "fire")
+        (cluster,) = {a.alarm.sensor_id.split("-")[1] for a in group.alarms}  # one cluster each
+        assert len(group.alarms) == 300
+        assert {a.alarm.sensor_id for a in group.alarms} == {f"S-{cluster}-{n}" for n in range(40)}
+        assert {a.alarm.kind for a in group.alarms} == {"smoke", "fire"}
+
+
+def test_the_same_storm_within_the_radius_is_one_incident() -> None:
+    # The control for the test above: with 250 m between centres, the clusters'
+    # first alarms (same place in each, same time) are already within the radius
+    # of each other, and the same alarms become one incident. (Open incidents
+    # are never merged later, so it is the first alarms' distance that decides.)
+    (group,) = correlate(_storm(250), [], RULES)
+    assert (group.family, len(group.alarms)) == ("fire", 900)
 
 
 def test_severity_order() -> None:
