@@ -58,7 +58,7 @@ from command.services import ServiceError
 from command.settings import Settings
 from dispatch import postgis
 from dispatch.plans import DEFAULT_PLANS_PATH, Plans, parse_plans
-from dispatch.recommendation import MAX_CANDIDATES, IncidentPlace, closing_kinds, recommend_for
+from dispatch.recommendation import MAX_CANDIDATES, IncidentPlace, recommend_for
 from dispatch.units import CAPABILITIES, CAPABILITIES_OF_TYPE, UNIT_STATUSES, UNIT_TYPES
 from sensors.alarms import SEVERITIES
 
@@ -427,7 +427,9 @@ async def demo_city(r: Rig, seed: int) -> tuple[str, dict[str, int]]:
     try:
         counts = await seed_demo(conn, build_city())
         rng = random.Random(seed)
-        kinds = sorted(closing_kinds(parse_plans(DEFAULT_PLANS_PATH.read_text())))
+        # Severe incidents of kinds whose Severe plan closes roads: each one closes its area.
+        closures = parse_plans(DEFAULT_PLANS_PATH.read_text()).road_closures()
+        kinds = sorted({c.kind for c in closures if c.severity == "Severe"})
         for n in range(CLOSURES):
             centre = _random_point(rng)
             await conn.execute(
@@ -461,7 +463,7 @@ async def demo_city(r: Rig, seed: int) -> tuple[str, dict[str, int]]:
 
 async def road_eta(url: str, draws: int, seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
-    kinds = closing_kinds(parse_plans(DEFAULT_PLANS_PATH.read_text()))
+    closures = parse_plans(DEFAULT_PLANS_PATH.read_text()).road_closures()
     conn = await _connect(url)
     try:
         cases: list[tuple[list[BaseGeometry], BaseGeometry, list[int], int]] = []
@@ -477,7 +479,7 @@ async def road_eta(url: str, draws: int, seed: int) -> dict[str, Any]:
 
         def ours(i: int) -> Awaitable[list[float | None]]:
             origins, destination, _, _ = cases[i]
-            return postgis.travel_times(conn, origins, destination, closing_kinds=kinds)
+            return postgis.travel_times(conn, origins, destination, closures=closures)
 
         async def raw(i: int) -> None:
             _, _, starts, target = cases[i]
@@ -491,7 +493,7 @@ async def road_eta(url: str, draws: int, seed: int) -> dict[str, Any]:
         "draws": draws,
         "candidates": ETA_CANDIDATES,
         "mean_start_vertices": sum(len(c[2]) for c in cases[:draws]) / draws,
-        "closing_kinds": sorted(kinds),
+        "closing_kinds": sorted({c.kind for c in closures}),
         "unreachable_share": unreachable / (draws * ETA_CANDIDATES),
         **_compare(ours_ms, raw_ms),
     }

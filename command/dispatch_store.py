@@ -32,7 +32,7 @@ from dispatch import postgis
 from dispatch.orders import DispatchRequest, Pickup, order_document
 from dispatch.plans import Plans
 from dispatch.progress import ACTIVE, InvalidTransition, Step, cancel_step, field_step
-from dispatch.recommendation import IncidentPlace, closing_kinds, destination, surroundings
+from dispatch.recommendation import IncidentPlace, destination, surroundings
 from dispatch.tasks import PlannedTask, Site, plan_tasks
 
 DISPATCH_COLUMNS = """
@@ -195,7 +195,7 @@ async def create_dispatches(
             conn,
             [row["position"] for _, row in positioned],
             target,
-            closing_kinds=closing_kinds(plans),
+            closures=plans.road_closures(),
             exclude_incident=incident_id,
         )
         eta = {order.unit_id: t for (order, _), t in zip(positioned, times, strict=True)}
@@ -629,7 +629,16 @@ async def _next_best(
     if not near:
         return None
     unit = near[0]
-    eta = (await postgis.travel_times(conn, [Point(unit.lon, unit.lat)], target))[0]
+    # Routed like the recommendation: around the roads other incidents close.
+    eta = (
+        await postgis.travel_times(
+            conn,
+            [Point(unit.lon, unit.lat)],
+            target,
+            closures=plans.road_closures(),
+            exclude_incident=row["incident_id"],
+        )
+    )[0]
     return {
         "unit_id": unit.id,
         "callsign": unit.callsign,

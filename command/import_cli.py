@@ -3,6 +3,7 @@
     emergency import KIND FILE [--format csv|geojson]     KIND: districts, units, depots, stock,
     emergency import roads FILE.osm|FILE.osm.pbf            hazards, sites, sensors
     emergency export KIND FILE|- [--format csv|geojson]
+    emergency export roads FILE.geojson|- [--format geojson]   the graph, for reading
 
 The format follows the file's extension (.csv; .geojson or .json) unless
 ``--format`` says otherwise. Formats and semantics: docs/import.md.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import Coroutine, Sequence
@@ -89,6 +91,59 @@ class Progress:
             self._bar.close()
 
 
+class RoadProgress:
+    """Road import progress on stderr, like :class:`Progress`: a bar on a
+    terminal, else one plain line per step.
+
+    osmium and osm2pgrouting report nothing we could count, so the bar
+    counts the import's steps (converting, osm2pgrouting, loading) and names
+    the current one; :meth:`tick` keeps its clock running while a step
+    takes minutes, so a long import visibly is not stuck.
+    """
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self._stream = stream if stream is not None else sys.stderr
+        self._tty = self._stream.isatty()
+        self._bar: Any = None
+
+    def __call__(self, stage: importer.RoadStage) -> None:
+        if not self._tty:
+            print(
+                f"roads: step {stage.number} of {stage.total}: {stage.detail}", file=self._stream, flush=True
+            )
+            return
+        if self._bar is None:
+            # No rate: "0.01 steps/s" says nothing; the elapsed time does.
+            self._bar = tqdm(
+                total=stage.total,
+                desc=f"import roads: {stage.name}: ",  # as set_description() writes it
+                file=self._stream,
+                leave=False,
+                bar_format="{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} steps done [{elapsed}]",
+            )
+        self._bar.set_description(f"import roads: {stage.name}", refresh=False)
+        self._bar.update(stage.number - 1 - self._bar.n)
+        self._bar.refresh()
+
+    def tick(self) -> None:
+        """Redraw the bar (its elapsed time), if there is one."""
+        if self._bar is not None:
+            self._bar.refresh()
+
+    async def tick_every(self, seconds: float) -> None:
+        """Redraw the bar every ``seconds`` until cancelled."""
+        while True:
+            await asyncio.sleep(seconds)
+            self.tick()
+
+    def close(self, *, done: bool) -> None:
+        """Remove the bar; ``done``: the last step finished (the bar fills first)."""
+        if self._bar is not None:
+            if done:
+                self._bar.update(self._bar.total - self._bar.n)
+            self._bar.close()
+
+
 def _format(args: argparse.Namespace, name: str) -> Format:
     fmt: Format | None = args.format or format_of(name)
     if fmt is None:
@@ -133,11 +188,21 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _import_roads(url: str, path: Path, mapconfig: Path | None) -> None:
+    progress = RoadProgress()
+
     async def main() -> int:
         conn = await _connect(url)
+        ticker = asyncio.create_task(progress.tick_every(1.0), name="road-import-progress")
+        done = False
         try:
-            return await importer.import_roads(conn, url, path, mapconfig=mapconfig)
+            count = await importer.import_roads(conn, url, path, mapconfig=mapconfig, progress=progress)
+            done = True
+            return count
         finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+            progress.close(done=done)
             await conn.close()
 
     try:
@@ -155,6 +220,11 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> None:
             "emergency export: writing to standard output needs --format csv or --format geojson"
         )
     fmt = _format(args, str(args.file))
+    if args.kind == "roads":
+        if fmt != "geojson":
+            raise SystemExit("emergency export roads: roads are exported as GeoJSON only")
+        _export_roads(url, None if to_stdout else args.file)
+        return
 
     async def main() -> tuple[str, int]:
         conn = await _connect(url)
@@ -179,6 +249,51 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> None:
     print(f"exported {count} {args.kind} to {path}", file=sys.stderr)
 
 
+class _WriteFailed(Exception):
+    """Writing the export failed (not the database: ``_run`` reads OSError as that)."""
+
+
+def _export_roads(url: str, path: Path | None) -> None:
+    """The road graph as GeoJSON to ``path`` (written beside, then renamed), or standard output."""
+    partial = None if path is None else path.with_name(path.name + ".partial")
+
+    async def main() -> int:
+        conn = await _connect(url)
+        try:
+            with contextlib.ExitStack() as files:
+                try:
+                    out = (
+                        sys.stdout
+                        if partial is None
+                        else files.enter_context(partial.open("w", encoding="utf-8"))
+                    )
+                    async with contextlib.aclosing(importer.export_roads(conn)) as pieces:
+                        async for piece in pieces:
+                            out.write(piece)
+                except OSError as exc:
+                    raise _WriteFailed(exc.strerror) from None
+            # For the message only: a road import committing meanwhile could make it differ.
+            count: int = await conn.fetchval("SELECT count(*) FROM roads")
+            return count
+        finally:
+            await conn.close()
+
+    try:
+        count = _run("emergency export roads", main())
+        if path is not None and partial is not None:
+            os.replace(partial, path)
+    except (_WriteFailed, OSError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else exc
+        raise SystemExit(
+            f"emergency export roads: cannot write {path or 'standard output'}: {reason}"
+        ) from None
+    finally:
+        if partial is not None:
+            partial.unlink(missing_ok=True)
+    if path is not None:
+        print(f"exported {count} road edges to {path}", file=sys.stderr)
+
+
 def add_import_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``import`` and ``export`` to the ``emergency`` command's subparsers."""
     imp = subparsers.add_parser(
@@ -201,7 +316,11 @@ def add_import_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     exp = subparsers.add_parser(
         "export", help="export the city's data as CSV or GeoJSON, in the format import reads"
     )
-    exp.add_argument("kind", choices=KINDS)
-    exp.add_argument("file", type=Path, help="a .csv, .geojson or .json file, or - for standard output")
+    exp.add_argument("kind", choices=(*KINDS, "roads"))
+    exp.add_argument(
+        "file",
+        type=Path,
+        help="a .csv, .geojson or .json file, or - for standard output; roads: GeoJSON only",
+    )
     exp.add_argument("--format", choices=("csv", "geojson"), help="override the extension")
     exp.set_defaults(func=cmd_export)

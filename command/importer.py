@@ -15,7 +15,7 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -334,6 +334,30 @@ class RoadImportError(Exception):
     """The road network could not be imported; the stored one is unchanged."""
 
 
+class RoadToolMissing(RoadImportError):
+    """A tool the road import needs is not installed: the server's fault, not the file's."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoadStage:
+    """A step of a road import, reported as it starts.
+
+    ``name`` is ``converting`` (``.osm.pbf`` only: osmium writes OSM XML),
+    ``osm2pgrouting`` (building the routable graph) or ``loading`` (the one
+    transaction that replaces the network); ``number`` counts from 1 to
+    ``total`` (2 for ``.osm``, 3 for ``.osm.pbf``); ``detail`` says it in words.
+    """
+
+    name: str
+    number: int
+    total: int
+    detail: str
+
+
+#: Called with each stage of a road import as it starts.
+RoadProgress = Callable[[RoadStage], None]
+
+
 # osm2pgrouting splits OSM ways at intersections into ``ways``. one_way is 1
 # (forward only), -1 (backward only: we reverse the edge so our ``oneway``,
 # which means source -> target, holds), 2 or 0 (both ways). Vertex ids are
@@ -420,9 +444,9 @@ def _plan(path: Path, database_url: str, mapconfig: Path | None) -> _Plan:
     if not path.is_file():
         raise RoadImportError(f"{path}: no such file")
     if shutil.which("osm2pgrouting") is None:
-        raise RoadImportError("osm2pgrouting is not installed (Debian: apt-get install osm2pgrouting)")
+        raise RoadToolMissing("osm2pgrouting is not installed (Debian: apt-get install osm2pgrouting)")
     if name.endswith(".pbf") and shutil.which("osmium") is None:
-        raise RoadImportError(
+        raise RoadToolMissing(
             f"{path.name}: reading .osm.pbf needs osmium (Debian: apt-get install osmium-tool); "
             "or convert it to .osm XML first"
         )
@@ -447,7 +471,7 @@ async def import_roads(
     path: Path,
     *,
     mapconfig: Path | None = None,
-    progress: Progress | None = None,
+    progress: RoadProgress | None = None,
 ) -> int:
     """Replace the road network with the one in an OpenStreetMap file.
 
@@ -462,27 +486,44 @@ async def import_roads(
         database_url: where osm2pgrouting connects (the same database).
         path: an ``.osm`` XML file, or ``.osm.pbf`` (converted with osmium).
         mapconfig: osm2pgrouting's configuration; default the car profile.
-        progress: called with (edges, edges) once the edges are stored.
+        progress: called with each :class:`RoadStage` as it starts (the
+            tools report no progress of their own that could be trusted, so
+            the stages are what there is to show).
 
     Returns:
         How many road edges are stored.
 
     Raises:
-        RoadImportError: a tool is missing or failed, the file is not OSM, or it
-            holds no drivable road; the stored network is unchanged.
+        RoadToolMissing: osm2pgrouting (or, for ``.osm.pbf``, osmium) is not
+            installed.
+        RoadImportError: a tool failed, the file is not OSM, or it holds no
+            drivable road; the stored network is unchanged.
     """
     if conn.is_in_transaction():
         raise RoadImportError("import roads outside a transaction: osm2pgrouting uses its own connection")
     plan = await asyncio.to_thread(_plan, path, database_url, mapconfig)
     schema = f"osm_import_{secrets.token_hex(6)}"
+    pbf = path.name.lower().endswith(".pbf")
+    stages = iter(range(1, 4 if pbf else 3))
+
+    def stage(name: str, detail: str) -> None:
+        started = RoadStage(name, next(stages), 3 if pbf else 2, detail)
+        log.debug("road import, step %d of %d: %s", started.number, started.total, detail)
+        if progress is not None:
+            progress(started)
+
     try:
         osm = path
-        if path.name.lower().endswith(".pbf"):
+        if pbf:
             osm = plan.folder / "roads.osm"
+            stage("converting", f"converting {path.name} to OSM XML (osmium)")
+            # --no-progress: its output is captured for the error message, not shown.
             await _run(["osmium", "cat", "--no-progress", str(path), "-o", str(osm)])
         await conn.execute(f'CREATE SCHEMA "{schema}"')
         try:
+            stage("osm2pgrouting", f"building the routable graph from {path.name} (osm2pgrouting)")
             await _run(_osm2pgrouting_args(database_url, osm, schema, plan.mapconfig), plan.env)
+            stage("loading", "replacing the road network in one transaction")
             async with conn.transaction():
                 # Two road imports at once would mix networks: the second waits for the first.
                 await conn.execute("LOCK TABLE roads IN EXCLUSIVE MODE")
@@ -499,7 +540,43 @@ async def import_roads(
             await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     finally:
         await asyncio.to_thread(shutil.rmtree, plan.folder, True)
-    if progress is not None:
-        progress(count, count)
     log.debug("imported %d road edges from %s", count, path.name)
     return count
+
+
+# One feature per edge, built by PostgreSQL: a city's network is hundreds of
+# thousands of edges, streamed out a batch at a time rather than held whole.
+_ROAD_FEATURES = """
+SELECT json_build_object(
+           'type', 'Feature', 'id', id,
+           'geometry', ST_AsGeoJSON(geom, 7)::json,
+           'properties', json_build_object(
+               'id', id, 'name', name, 'source', source, 'target', target,
+               'length_m', round(length_m::numeric, 1), 'speed_kmh', speed_kmh, 'oneway', oneway))::text
+FROM roads ORDER BY id
+"""
+
+#: Edges per batch of a road export.
+ROAD_EXPORT_BATCH = 2000
+
+
+async def export_roads(conn: asyncpg.Connection) -> AsyncGenerator[str, None]:
+    """The road network as GeoJSON text, in pieces: a ``FeatureCollection`` of
+    ``LineString`` edges in id order, with ``id``, ``name``, ``source``,
+    ``target`` (vertex ids: OSM node ids after an import), ``length_m``,
+    ``speed_kmh`` and ``oneway`` (source -> target only).
+
+    For reading and checking the graph; it does not import back (roads come
+    from OpenStreetMap). One snapshot: the pieces come from one transaction,
+    so a road import committing meanwhile is not half seen.
+    """
+    first = True
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        cursor = await conn.cursor(_ROAD_FEATURES)
+        # Only once the query runs, so a caller can still answer its error.
+        yield '{"type": "FeatureCollection", "features": [\n'
+        while batch := await cursor.fetch(ROAD_EXPORT_BATCH):
+            text = ",\n".join(r[0] for r in batch)
+            yield text if first else ",\n" + text
+            first = False
+    yield "\n]}\n"

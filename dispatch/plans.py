@@ -101,9 +101,10 @@ class Plan:
     ``units`` and ``supplies`` keep the order of the plans file, which is the
     order a recommendation lists them in; each capability and item appears
     once. ``radius_m`` is how far around an incident without an area to look
-    for hazards and protection sites; ``closes_roads`` says routing must avoid
-    roads inside the incident's area; ``ack_deadline_s`` is how long a unit
-    has to acknowledge a dispatch; ``max_eta_s`` is the arrival time within
+    for hazards and protection sites; ``closes_roads`` says routing must
+    avoid roads inside the incident's area (within ``radius_m`` of its point
+    when it has no area); ``ack_deadline_s`` is how long a unit has to
+    acknowledge a dispatch; ``max_eta_s`` is the arrival time within
     which a unit counts as covering a need; ``offer_next`` says an overdue
     dispatch comes with the next-best unit to send instead; ``tasks`` are the
     supervision tasks the plan sets besides those derived from its supplies,
@@ -172,6 +173,17 @@ class Plan:
         return next((need.quantity for need in self.supplies if need.item == item), 0)
 
 
+@dataclass(frozen=True, slots=True)
+class RoadClosure:
+    """Active incidents of ``kind`` at ``severity`` close roads: those crossing
+    their area, or, for an incident without an area, those within ``radius_m``
+    of its point (the plan's radius stands for the area it has not got)."""
+
+    kind: str
+    severity: str
+    radius_m: float
+
+
 def _check_escalation(lower: Plan, higher: Plan) -> None:
     """A higher tier needs at least what the tier below needs, and more of something.
 
@@ -238,6 +250,7 @@ class Plans:
     supply_items: Mapping[str, str] = field(default_factory=lambda: SUPPLY_ITEMS, compare=False, hash=False)
     # (kind, severity) -> plan, for every kind and every severity.
     _table: Mapping[tuple[str, str], Plan] = field(init=False, repr=False, compare=False, hash=False)
+    _closures: tuple[RoadClosure, ...] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         tiers: dict[str, dict[str, Plan]] = {}
@@ -279,6 +292,12 @@ class Plans:
                 current = by_severity.get(severity, current)
                 table[kind, severity] = current
         object.__setattr__(self, "_table", table)
+        closures = (
+            RoadClosure(kind, severity, plan.radius_m)
+            for (kind, severity), plan in sorted(table.items())
+            if plan.closes_roads
+        )
+        object.__setattr__(self, "_closures", tuple(closures))
 
     def plan_for(self, kind: str, severity: str) -> Plan:
         """The plan for an incident: the tier of its kind with the highest
@@ -298,6 +317,16 @@ class Plans:
                 raise ValueError(f"{kind!r} is not an alarm kind")
             raise ValueError(f"{severity!r} is not a CAP severity")
         return plan
+
+    def road_closures(self) -> tuple[RoadClosure, ...]:
+        """Every (kind, severity) whose plan closes roads, with that plan's radius.
+
+        Exactly the pairs for which ``plan_for(kind, severity).closes_roads``
+        holds, so routing closes roads by an incident's own plan: a Moderate
+        fire whose plan keeps roads open closes nothing even though a Severe
+        fire's plan closes them. Sorted by kind, then severity name.
+        """
+        return self._closures
 
     def tiers(self, kind: str) -> tuple[Plan, ...]:
         """The plans of ``kind``, least severe tier first."""

@@ -7,6 +7,7 @@ Distances are spherical metres (``geography``), travel times seconds.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -14,7 +15,11 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+from shapely.geometry import Point
 from shapely.geometry.base import BaseGeometry
+
+from dispatch.plans import RoadClosure
+from sensors.alarms import SEVERITIES
 
 # Off the road graph (from a unit to the nearest road, from the road to the
 # scene) a vehicle is assumed to crawl at this speed.
@@ -192,42 +197,101 @@ async def stock_near(
 # box around the origins and the destination: pgRouting reads the whole edge
 # query on every call, so on a real city's network the box, not the number
 # of candidates, decides the cost. A detour further out than this is not found.
+# docs/dispatch.md ("Road travel times") says how to change it.
 ROUTING_MARGIN_DEG = 0.05
 
 
+def _array(values: Sequence[str], sql_type: str) -> str:
+    # Only called with values checked against strict patterns (no quote,
+    # comma, brace, backslash or space), so the literal needs no escaping.
+    return "'{" + ",".join(values) + "}'::" + sql_type + "[]"
+
+
 def _edges_sql(
-    closing_kinds: Iterable[str],
+    closures: Iterable[RoadClosure],
     exclude_incident: int | None,
     envelope: tuple[float, float, float, float] | None = None,
+    destination: tuple[float, float] | None = None,
 ) -> str:
-    """The edge query pgRouting runs, without the roads inside closing incidents.
+    """The edge query pgRouting runs, without the roads that active incidents close.
+
+    An incident closes roads when its own plan does: its (kind, severity) is
+    one of ``closures`` (``Plans.road_closures()``). It closes the roads
+    crossing its area, or, when it has no area, those within the closure's
+    ``radius_m`` of its point. Ended incidents close nothing, and neither
+    does ``exclude_incident`` nor an incident whose closed zone contains the
+    ``destination`` (longitude, latitude): a trip into a zone has to use
+    its roads, as responders to the incident itself do.
 
     pgRouting takes its edges as SQL text, which cannot carry parameters; the
-    only values spliced in are alarm kinds checked against a strict pattern,
-    an integer and floats we computed, so nothing from outside reaches the text.
+    only values spliced in are kinds and severities checked against strict
+    patterns, finite floats and integers, so nothing from outside reaches the
+    text unchecked.
+
+    Raises:
+        ValueError: a closure's kind, severity or radius is malformed.
     """
-    kinds = sorted(set(closing_kinds))
-    for kind in kinds:
-        if not _KIND.match(kind):
-            raise ValueError(f"not a kind: {kind!r}")
+    closing = sorted(set(closures), key=lambda c: (c.kind, c.severity, c.radius_m))
+    for closure in closing:
+        if not _KIND.match(closure.kind):
+            raise ValueError(f"not a kind: {closure.kind!r}")
+        if closure.severity not in SEVERITIES:
+            raise ValueError(f"not a CAP severity: {closure.severity!r}")
+        radius = closure.radius_m
+        if isinstance(radius, bool) or not isinstance(radius, int | float) or not math.isfinite(radius):
+            raise ValueError(f"{closure.kind}/{closure.severity}: radius_m must be a finite number")
+        if radius < 0:
+            raise ValueError(f"{closure.kind}/{closure.severity}: radius_m must not be negative")
     base = "SELECT r.id, r.source, r.target, r.cost_s AS cost, r.reverse_cost_s AS reverse_cost FROM roads r"
+    box = None
     where = []
     if envelope is not None:
         xmin, ymin, xmax, ymax = (float(v) for v in envelope)
-        where.append(f"r.geom && ST_MakeEnvelope({xmin!r}, {ymin!r}, {xmax!r}, {ymax!r}, 4326)")
-    if not kinds:
+        box = f"ST_MakeEnvelope({xmin!r}, {ymin!r}, {xmax!r}, {ymax!r}, 4326)"
+        where.append(f"r.geom && {box}")
+    if not closing:
         return base + (" WHERE " + " AND ".join(where) if where else "")
-    kind_list = ", ".join(f"'{k}'" for k in kinds)
-    ended = ", ".join(f"'{s}'" for s in _ENDED)
+    kinds = _array([c.kind for c in closing], "text")
+    severities = _array([c.severity for c in closing], "text")
+    radii = _array([repr(float(c.radius_m)) for c in closing], "float8")
+    ended = _array(list(_ENDED), "text")
     # The incident being responded to is not a closure for its own
     # responders: they must reach it.
     own = f" AND i.id <> {int(exclude_incident)}" if exclude_incident is not None else ""
-    where.append(
-        "NOT EXISTS (SELECT 1 FROM incidents i WHERE i.area IS NOT NULL"
-        f" AND i.kind IN ({kind_list}) AND i.status NOT IN ({ended}){own}"
-        " AND ST_Intersects(r.geom, i.area))"
+    if destination is not None:
+        # Were such a zone closed, the trip could only end unreachable.
+        x, y = (float(v) for v in destination)
+        if not (math.isfinite(x) and math.isfinite(y)):
+            raise ValueError("the destination must have finite coordinates")
+        goal = f"ST_SetSRID(ST_MakePoint({x!r}, {y!r}), 4326)"
+        own += (
+            f" AND NOT COALESCE(ST_Intersects(i.area, {goal}),"
+            f" ST_DWithin(i.location::geography, {goal}::geography, c.radius_m, false))"
+        )
+    in_box = f" AND x.geom && {box}" if box is not None else ""
+    # Two branches rather than one CASE, so each can walk the roads' GiST
+    # index from the incident's shape. Around a point the index is probed
+    # with the geography buffer, 1% wider because a buffer's chords lie
+    # inside the circle; ST_DWithin then decides exactly, in spherical metres
+    # like every other distance here.
+    closed = (
+        "WITH closing AS ("
+        " SELECT i.area, i.location, c.radius_m FROM incidents i"
+        f" JOIN unnest({kinds}, {severities}, {radii}) AS c(kind, severity, radius_m)"
+        " ON c.kind = i.kind AND c.severity = i.severity"
+        f" WHERE i.status <> ALL({ended}){own}"
+        "), closed AS ("
+        " SELECT x.id FROM closing z JOIN roads x ON ST_Intersects(x.geom, z.area)"
+        f" WHERE z.area IS NOT NULL{in_box}"
+        " UNION"
+        " SELECT x.id FROM closing z JOIN roads x"
+        " ON x.geom && ST_Buffer(z.location::geography, z.radius_m * 1.01)::geometry"
+        " AND ST_DWithin(x.geom::geography, z.location::geography, z.radius_m, false)"
+        f" WHERE z.area IS NULL AND z.location IS NOT NULL{in_box}"
+        ") "
     )
-    return f"{base} WHERE " + " AND ".join(where)
+    where.append("r.id NOT IN (SELECT id FROM closed)")
+    return f"{closed}{base} WHERE " + " AND ".join(where)
 
 
 def _envelope(points: Sequence[BaseGeometry]) -> tuple[float, float, float, float]:
@@ -272,17 +336,34 @@ async def travel_times(
     origins: Sequence[BaseGeometry],
     destination: BaseGeometry,
     *,
-    closing_kinds: Iterable[str] = (),
+    closures: Iterable[RoadClosure] = (),
     exclude_incident: int | None = None,
 ) -> list[float | None]:
     """Road travel time in seconds from each origin to the destination, None when unreachable.
 
     One many-to-one ``pgr_dijkstraCost`` over the directed graph (one-way
-    streets respected), without roads inside the areas of active incidents
-    of the ``closing_kinds``.
+    streets respected) of the roads within ``ROUTING_MARGIN_DEG`` of the
+    trip, without the roads closed by active incidents (those whose closed
+    zone holds the destination excepted: the trip must enter it). An origin
+    inside a closed zone is cut off from the graph and comes back None.
+
+    Args:
+        conn: a connection with the geometry codec.
+        origins: where the vehicles are.
+        destination: where they go.
+        closures: which (kind, severity) pairs close roads, with their radius
+            for incidents without an area (``Plans.road_closures()``); empty:
+            no road is closed.
+        exclude_incident: an incident whose closures do not count (the one
+            being driven to).
+    Raises:
+        ValueError: a closure is malformed.
     """
     if not origins:
         return []
+    # Built first, so a malformed closure fails every call, not only those that route.
+    goal = destination if isinstance(destination, Point) else destination.representative_point()
+    edges = _edges_sql(closures, exclude_incident, _envelope([*origins, destination]), (goal.x, goal.y))
     snaps = await snap(conn, [*origins, destination])
     target, starts = snaps[-1], snaps[:-1]
     if target is None:
@@ -295,7 +376,7 @@ async def travel_times(
             SELECT start_vid, agg_cost
             FROM pgr_dijkstraCost($1, $2::bigint[], $3::bigint, directed => true)
             """,
-            _edges_sql(closing_kinds, exclude_incident, _envelope([*origins, destination])),
+            edges,
             vertices,
             target.vertex,
         )

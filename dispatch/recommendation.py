@@ -46,15 +46,6 @@ def destination(location: Point | None, area: BaseGeometry | None) -> Point | No
     return area.representative_point() if area is not None else None
 
 
-def closing_kinds(plans: Plans) -> frozenset[str]:
-    """Kinds whose incidents close the roads inside their area (at any tier).
-
-    Routing filters closures by kind in SQL; taking every tier errs towards
-    routing around an area rather than through it.
-    """
-    return frozenset(p.kind for p in plans.plans if p.closes_roads)
-
-
 def _places_to_wire(places: list[postgis.Place]) -> list[dict[str, Any]]:
     return [
         {"id": p.id, "kind": p.kind, "name": p.name, "distance_m": round(p.distance_m), **p.attrs}
@@ -123,7 +114,7 @@ async def recommend_for(
     depot_points = {(s.depot_id): Point(s.lon, s.lat) for s in stock}
     origins = [Point(u.lon, u.lat) for u in units] + list(depot_points.values())
     times = await postgis.travel_times(
-        conn, origins, target, closing_kinds=closing_kinds(plans), exclude_incident=incident.id
+        conn, origins, target, closures=plans.road_closures(), exclude_incident=incident.id
     )
     unit_times, depot_times = times[: len(units)], dict(zip(depot_points, times[len(units) :], strict=True))
 

@@ -7,9 +7,11 @@ from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 import pytest
-from shapely.geometry import LineString, MultiPolygon, Point, box
+from shapely.geometry import LineString, Point, box
+from shapely.geometry.base import BaseGeometry
 
 from dispatch import postgis
+from dispatch.plans import RoadClosure
 
 NOW = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
 
@@ -90,50 +92,156 @@ async def _line(
     )
 
 
-async def test_route_around_a_closure_takes_longer_as_computed_by_hand(conn: asyncpg.Connection) -> None:
-    """A square: 1 -(A: 1 km, 36 km/h)- 2 directly, or 1 - 3 - 2 around (two 1 km edges at 36 km/h).
+# Closures as a plans file would give them (hand-picked here, so these
+# examples do not move when the shipped plans are tuned): floods close roads
+# at Severe, fires only from Severe up, collapses at three radii.
+FLOOD_SEVERE = RoadClosure("flood", "Severe", 2000.0)
+FIRE_SEVERE = RoadClosure("fire", "Severe", 300.0)
+COLLAPSE = (
+    RoadClosure("structure_collapse", "Moderate", 150.0),
+    RoadClosure("structure_collapse", "Severe", 250.0),
+    RoadClosure("structure_collapse", "Extreme", 400.0),
+)
 
-    Straight: 100 s. With a flood over edge A the route goes around: 200 s.
-    With floods over both ways: unreachable.
+
+async def _square(conn: asyncpg.Connection) -> tuple[Point, Point, float, float]:
+    """A triangle: 1 -(A: 1 km, 36 km/h)- 2 directly, or 1 - 3 - 2 around (two ~1.1 km edges).
+
+    Returns v1, v2, the direct time (about 100 s) and the time around (about 224 s).
     """
     v1, v2, v3 = Point(120.0, 30.0), Point(120.0, 30.009), Point(120.0104, 30.0045)
     await _line(conn, 1, 2, v1, v2, 36)
     await _line(conn, 1, 3, v1, v3, 36)
     await _line(conn, 3, 2, v3, v2, 36)
     lengths = {(r["source"], r["target"]): r["length_m"] for r in await conn.fetch("SELECT * FROM roads")}
-    direct_s = lengths[(1, 2)] / 10.0  # 36 km/h is 10 m/s
+    # 36 km/h is 10 m/s
+    return v1, v2, lengths[(1, 2)] / 10.0, (lengths[(1, 3)] + lengths[(3, 2)]) / 10.0
 
-    times = await postgis.travel_times(conn, [v1], v2, closing_kinds=("flood",))
+
+async def _incident(
+    conn: asyncpg.Connection,
+    kind: str,
+    severity: str,
+    *,
+    area: BaseGeometry | None = None,
+    location: Point | None = None,
+    status: str = "confirmed",
+) -> int:
+    incident: int = await conn.fetchval(
+        """
+        INSERT INTO incidents (kind, category, severity, status, location, area, title, opened_at, updated_at)
+        VALUES ($1, 'natural_disaster', $2, $3, COALESCE($4::geometry, ST_Centroid($5::geometry)), $5,
+                'test', now(), now())
+        RETURNING id
+        """,
+        kind,
+        severity,
+        status,
+        location,
+        area,
+    )
+    return incident
+
+
+async def test_route_around_a_closure_takes_longer_as_computed_by_hand(conn: asyncpg.Connection) -> None:
+    """Straight: 100 s. With a flood over edge A the route goes around: 224 s.
+    With floods over both ways: unreachable.
+    """
+    v1, v2, direct_s, around = await _square(conn)
+    assert direct_s == pytest.approx(99.8, abs=0.1) and around == pytest.approx(224.1, abs=0.1)
+
+    times = await postgis.travel_times(conn, [v1], v2, closures=[FLOOD_SEVERE])
     assert times[0] == pytest.approx(direct_s, abs=0.01)
 
-    async def flood(area: MultiPolygon | object) -> int:
-        incident: int = await conn.fetchval(
-            """
-            INSERT INTO incidents (kind, category, severity, location, area, title,
-                                   opened_at, updated_at)
-            VALUES ('flood', 'natural_disaster', 'Severe', ST_Centroid($1::geometry), $1, 'flood',
-                    now(), now())
-            RETURNING id
-            """,
-            area,
-        )
-        return incident
-
-    await flood(box(119.999, 30.004, 120.001, 30.005))  # across edge A only
-    around = (lengths[(1, 3)] + lengths[(3, 2)]) / 10.0
-    times = await postgis.travel_times(conn, [v1], v2, closing_kinds=("flood",))
+    await _incident(conn, "flood", "Severe", area=box(119.999, 30.004, 120.001, 30.005))  # across A only
+    times = await postgis.travel_times(conn, [v1], v2, closures=[FLOOD_SEVERE])
     assert times[0] == pytest.approx(around, abs=0.01)
     assert times[0] > direct_s * 1.5
-    # The same flood does not close roads for kinds whose plan keeps them open.
-    assert (await postgis.travel_times(conn, [v1], v2, closing_kinds=("fire",)))[0] == pytest.approx(
+    # The same flood does not close roads when no plan of its kind closes them.
+    assert (await postgis.travel_times(conn, [v1], v2, closures=[FIRE_SEVERE]))[0] == pytest.approx(
         direct_s, abs=0.01
     )
 
-    other = await flood(box(120.004, 30.0, 120.007, 30.01))  # across the way around too
-    assert await postgis.travel_times(conn, [v1], v2, closing_kinds=("flood",)) == [None]
+    other = await _incident(conn, "flood", "Severe", area=box(120.004, 30.0, 120.007, 30.01))  # around too
+    assert await postgis.travel_times(conn, [v1], v2, closures=[FLOOD_SEVERE]) == [None]
     # Responders to that flood itself are not shut out by it.
-    times = await postgis.travel_times(conn, [v1], v2, closing_kinds=("flood",), exclude_incident=other)
+    times = await postgis.travel_times(conn, [v1], v2, closures=[FLOOD_SEVERE], exclude_incident=other)
     assert times[0] == pytest.approx(around, abs=0.01)
+
+
+async def test_an_incident_closes_roads_only_at_a_severity_whose_plan_closes_them(
+    conn: asyncpg.Connection,
+) -> None:
+    """A fire's area across edge A: a Moderate fire (its plan keeps roads open)
+    changes nothing; the same fire at Severe closes A; once resolved, nothing."""
+    v1, v2, direct_s, around = await _square(conn)
+    fire = await _incident(conn, "fire", "Moderate", area=box(119.999, 30.004, 120.001, 30.005))
+
+    async def eta() -> float | None:
+        return (await postgis.travel_times(conn, [v1], v2, closures=[FIRE_SEVERE]))[0]
+
+    assert await eta() == pytest.approx(direct_s, abs=0.01)
+    await conn.execute("UPDATE incidents SET severity = 'Severe' WHERE id = $1", fire)
+    assert await eta() == pytest.approx(around, abs=0.01)
+    for ended in ("resolved", "closed", "false_alarm", "cancelled"):
+        await conn.execute("UPDATE incidents SET status = $2 WHERE id = $1", fire, ended)
+        assert await eta() == pytest.approx(direct_s, abs=0.01), ended
+    await conn.execute("UPDATE incidents SET status = 'contained' WHERE id = $1", fire)
+    assert await eta() == pytest.approx(around, abs=0.01)  # contained is still active
+
+
+async def test_an_incident_without_an_area_closes_roads_within_its_radius(conn: asyncpg.Connection) -> None:
+    """A collapse reported as a point 200 m east of edge A's middle, with no area.
+
+    By hand: 200 m from A and about 358 m from each edge of the way around
+    (in metres from v1 on the sphere, A runs north, the way around leaves
+    towards (1001.5, 500.4), direction (0.8945, 0.4469), and the point is at
+    (200, 500.4): |200 * 0.4469 - 500.4 * 0.8945| = 358.2). So the
+    Moderate radius (150 m) closes nothing: 100 s; the Severe one (250 m)
+    closes A: 224 s; the Extreme one (400 m) closes all three: unreachable.
+    """
+    v1, v2, direct_s, around = await _square(conn)
+    point = await conn.fetchval(
+        "SELECT ST_Project($1::geometry::geography, 200, pi() / 2)::geometry", Point(120.0, 30.0045)
+    )
+    distances = await conn.fetch(
+        """
+        SELECT source, target, ST_Distance(geom::geography, $1::geometry::geography, false) AS m
+        FROM roads ORDER BY source, target
+        """,
+        point,
+    )
+    assert [(r["source"], r["target"]) for r in distances] == [(1, 2), (1, 3), (3, 2)]
+    assert [r["m"] for r in distances] == pytest.approx([200.0, 358.2, 358.2], abs=0.5)
+    collapse = await _incident(conn, "structure_collapse", "Minor", location=point)
+
+    async def eta() -> float | None:
+        return (await postgis.travel_times(conn, [v1], v2, closures=COLLAPSE))[0]
+
+    assert await eta() == pytest.approx(direct_s, abs=0.01)  # no closure for Minor at all
+    expected = {"Moderate": direct_s, "Severe": around, "Extreme": None}
+    for severity, want in expected.items():
+        await conn.execute("UPDATE incidents SET severity = $2 WHERE id = $1", collapse, severity)
+        got = await eta()
+        assert got == (None if want is None else pytest.approx(want, abs=0.01)), severity
+    # Its own responders drive through; an ended collapse closes nothing.
+    times = await postgis.travel_times(conn, [v1], v2, closures=COLLAPSE, exclude_incident=collapse)
+    assert times[0] == pytest.approx(direct_s, abs=0.01)
+    await conn.execute("UPDATE incidents SET status = 'resolved' WHERE id = $1", collapse)
+    assert await eta() == pytest.approx(direct_s, abs=0.01)
+
+
+async def test_malformed_closures_are_refused(conn: asyncpg.Connection) -> None:
+    v1, v2, _, _ = await _square(conn)
+    for bad in (
+        RoadClosure("flood'; DROP TABLE roads; --", "Severe", 100.0),
+        RoadClosure("flood", "Bad", 100.0),
+        RoadClosure("flood", "Severe", float("nan")),
+        RoadClosure("flood", "Severe", -1.0),
+    ):
+        with pytest.raises(ValueError):
+            await postgis.travel_times(conn, [v1], v2, closures=[bad])
+    assert await conn.fetchval("SELECT count(*) FROM roads") == 3
 
 
 async def test_one_way_streets_are_respected(conn: asyncpg.Connection) -> None:

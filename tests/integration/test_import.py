@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import json
+import logging
 import os
+import pty
 import shutil
+import struct
 import subprocess
 import sys
+import tempfile
+import termios
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,18 +25,20 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from command import db
-from command.admin_api import MAX_BODY, add_admin_routes
+from command.admin_api import MAX_BODY, ROAD_IMPORT_LOCK, add_admin_routes
 from command.demo_city import build_city
 from command.importer import RoadImportError, export_rows, import_roads, import_rows
 from command.imports import KINDS, InvalidRows, dump, parse
-from command.keys import POOL
+from command.keys import POOL, SETTINGS
 from command.seed import seed_demo
+from command.settings import Settings
 from command.web import auth_middleware, errors_middleware
 from tests.integration.helpers import running_server, seed_minimal, settings_for
 
 ROOT = Path(__file__).resolve().parents[2]
 OSM = ROOT / "tests" / "fixtures" / "tiny_city.osm"
 TABLES = ("districts", "units", "depots", "stock", "hazards", "sites", "sensors", "roads")
+ROAD_CAP = 64 * 1024  # the admin_client's cap on road uploads
 
 UNITS = (
     "id,callsign,type,capabilities,crew,station,district_id,status,lat,lon\n"
@@ -258,7 +267,9 @@ async def admin_client(database_url: str) -> AsyncIterator[tuple[TestClient[Any,
         await db.close_pool(app[POOL])
 
     app.cleanup_ctx.append(pool_ctx)
-    add_admin_routes(app)
+    app[SETTINGS] = Settings(database_url=database_url, mqtt_url=None)
+    # A small cap on road uploads, so the limit can be tested without sending 512 MiB.
+    add_admin_routes(app, max_road_upload=ROAD_CAP)
     async with TestClient(TestServer(app)) as client:
         yield client, tokens
 
@@ -337,11 +348,12 @@ async def test_rest_refuses_what_it_cannot_read(
         "/api/import/bogus", data=UNITS, headers={**admin, "Content-Type": "text/csv"}
     )
     assert response.status == 404
+    # Roads are imported over HTTP too, but only from a file that says it is OpenStreetMap.
     response = await client.post(
         "/api/import/roads", data="<osm/>", headers={**admin, "Content-Type": "text/csv"}
     )
-    assert response.status == 404
-    assert "emergency import roads" in (await response.json())["error"]["message"]
+    assert response.status == 400
+    assert "?filename=city.osm.pbf" in (await response.json())["error"]["message"]
     assert (await client.get("/api/export/units?format=xlsx", headers=admin)).status == 400
     response = await client.post(
         "/api/import/units", data=b"id,callsign\n\xff\n", headers={**admin, "Content-Type": "text/csv"}
@@ -485,4 +497,248 @@ async def test_roads_from_pbf_through_the_cli(
     done = await asyncio.to_thread(emergency, cli_env(database_url, tmp_path), "import", "roads", str(pbf))
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"imported 4 road edges from {pbf} (the road network was replaced)"
+    assert await conn.fetchval("SELECT count(*) FROM roads") == 4
+    # stderr is a pipe: one plain line per step, in order, no bar.
+    assert done.stderr.splitlines() == [
+        "roads: step 1 of 3: converting tiny_city.osm.pbf to OSM XML (osmium)",
+        "roads: step 2 of 3: building the routable graph from tiny_city.osm.pbf (osm2pgrouting)",
+        "roads: step 3 of 3: replacing the road network in one transaction",
+    ]
+
+
+@needs_osm2pgrouting
+async def test_road_import_steps_and_export_through_the_cli(
+    conn: asyncpg.Connection, database_url: str, tmp_path: Path
+) -> None:
+    env = cli_env(database_url, tmp_path)
+    done = await asyncio.to_thread(emergency, env, "import", "roads", str(OSM))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [
+        "roads: step 1 of 2: building the routable graph from tiny_city.osm (osm2pgrouting)",
+        "roads: step 2 of 2: replacing the road network in one transaction",
+    ]
+    # A failed import stops at the step that failed.
+    broken = tmp_path / "broken.osm"
+    broken.write_text("<osm><way")
+    failed = await asyncio.to_thread(emergency, env, "import", "roads", str(broken))
+    assert failed.returncode == 1
+    lines = failed.stderr.splitlines()
+    assert lines[0] == "roads: step 1 of 2: building the routable graph from broken.osm (osm2pgrouting)"
+    assert lines[1].startswith("emergency import roads: osm2pgrouting failed")
+    assert await conn.fetchval("SELECT count(*) FROM roads") == 4
+
+    out = tmp_path / "roads.geojson"
+    exported = await asyncio.to_thread(emergency, env, "export", "roads", str(out))
+    assert exported.returncode == 0, exported.stderr
+    assert exported.stderr.strip() == f"exported 4 road edges to {out}"
+    assert json.loads(out.read_text()) == await expected_road_geojson(conn)
+    assert not out.with_name("roads.geojson.partial").exists()
+    stdout = await asyncio.to_thread(emergency, env, "export", "roads", "-", "--format", "geojson")
+    assert stdout.returncode == 0, stdout.stderr
+    assert stdout.stdout == out.read_text()
+    as_csv = await asyncio.to_thread(emergency, env, "export", "roads", str(tmp_path / "roads.csv"))
+    assert as_csv.returncode == 1
+    assert "roads are exported as GeoJSON only" in as_csv.stderr
+
+
+async def expected_road_geojson(conn: asyncpg.Connection) -> dict[str, Any]:
+    """The road table as the export should render it, built independently of the export's SQL."""
+    rows = await conn.fetch(
+        """SELECT id, name, source, target, length_m, speed_kmh, oneway, ST_AsGeoJSON(geom, 7) AS geom
+           FROM roads ORDER BY id"""
+    )
+    return {
+        "type": "FeatureCollection",
+        "features": [
+            {
+                "type": "Feature",
+                "id": r["id"],
+                "geometry": json.loads(r["geom"]),
+                "properties": {
+                    "id": r["id"],
+                    "name": r["name"],
+                    "source": r["source"],
+                    "target": r["target"],
+                    "length_m": round(r["length_m"], 1),
+                    "speed_kmh": r["speed_kmh"],
+                    "oneway": r["oneway"],
+                },
+            }
+            for r in rows
+        ],
+    }
+
+
+def upload_folders() -> set[Path]:
+    return set(Path(tempfile.gettempdir()).glob("emergency-roads-upload-*"))
+
+
+@needs_osm2pgrouting
+async def test_rest_road_import_and_export(
+    admin_client: tuple[TestClient[Any, Any], dict[str, str]],
+    conn: asyncpg.Connection,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client, tokens = admin_client
+    admin = bearer(tokens["admin"])
+    leftovers = upload_folders()
+    await seed_demo(conn, build_city())
+    demo_roads = await roads(conn)
+    assert len(demo_roads) > 4
+
+    # Non-admins may do neither.
+    for role in ("commander", "viewer", "field"):
+        response = await client.post(
+            "/api/import/roads?filename=tiny_city.osm", data=OSM.read_bytes(), headers=bearer(tokens[role])
+        )
+        assert response.status == 403, role
+        assert (await client.get("/api/export/roads", headers=bearer(tokens[role]))).status == 403, role
+    response = await client.post("/api/import/roads?filename=tiny_city.osm", data=OSM.read_bytes())
+    assert response.status == 401
+
+    # What is wrong with a request is said, and the demo network stays.
+    async def refused(status: int, path: str, data: bytes | str, **headers: str) -> str:
+        response = await client.post(path, data=data, headers={**admin, **headers})
+        assert response.status == status, await response.text()
+        body = await response.json()
+        assert await roads(conn) == demo_roads
+        message: str = body["error"]["message"]
+        return message
+
+    assert "'roads.geojson': roads come from OpenStreetMap files" in await refused(
+        400, "/api/import/roads?filename=roads.geojson", OSM.read_bytes()
+    )
+    assert "format=pbf but the file is named 'tiny_city.osm'" in await refused(
+        400, "/api/import/roads?filename=tiny_city.osm&format=pbf", OSM.read_bytes()
+    )
+    assert "tiny_city.osm: the file is empty" in await refused(
+        400, "/api/import/roads?filename=tiny_city.osm", b""
+    )
+    broken = await refused(
+        400, "/api/import/roads", b"<osm><way", **{"Content-Disposition": 'attachment; filename="broken.osm"'}
+    )
+    assert broken.startswith("nothing imported, the road network is unchanged: osm2pgrouting failed")
+    footpaths = (
+        OSM.read_text().replace('v="residential"', 'v="footway"').replace('v="primary"', 'v="footway"')
+    )
+    footpaths = footpaths.replace('v="tertiary"', 'v="footway"')
+    assert "footpaths.osm: no drivable roads" in await refused(
+        400, "/api/import/roads?filename=footpaths.osm", footpaths
+    )
+    assert "at most" in await refused(413, "/api/import/roads?format=osm", b" " * (ROAD_CAP + 1))
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the cap holds while streaming
+        for _ in range(ROAD_CAP // 1024 + 1):
+            yield b" " * 1024
+
+    assert "at most" in await refused(413, "/api/import/roads?format=osm", chunks())  # type: ignore[arg-type]
+    async with client.app[ROAD_IMPORT_LOCK]:  # another road import is running
+        assert "a road import is running" in await refused(
+            409, "/api/import/roads?format=osm", OSM.read_bytes()
+        )
+
+    # A raw body named by ?filename: the network is replaced, as by the CLI.
+    with caplog.at_level(logging.INFO, logger="command.admin_api"):
+        response = await client.post(
+            "/api/import/roads?filename=tiny_city.osm", data=OSM.read_bytes(), headers=admin
+        )
+    assert response.status == 201, await response.text()
+    assert await response.json() == {"imported": 4, "vertices": 5}
+    imported = await roads(conn)
+    assert sorted({r[1] for r in imported}) == ["Bridge Street", "Canal Lane", "Lake Road"]
+    audit = [r.getMessage() for r in caplog.records if r.name == "command.admin_api"]
+    assert f"admin started a road import from tiny_city.osm ({OSM.stat().st_size} bytes)" in audit
+    assert (
+        f"admin imported 4 road edges (5 vertices) from tiny_city.osm ({OSM.stat().st_size} bytes): "
+        "the road network was replaced"
+    ) in audit
+    # Refusals are logged too, each on one line, naming who and which file.
+    refusals = [m for m in audit if m.startswith("admin: road import from broken.osm refused:")]
+    assert len(refusals) == 1 and "\n" not in refusals[0], refusals
+    assert "osm2pgrouting failed" in refusals[0]
+    # A multipart upload (as a browser form sends it) of the same file changes nothing.
+    form = aiohttp.FormData()
+    form.add_field("file", OSM.read_bytes(), filename="tiny_city.osm", content_type="application/xml")
+    response = await client.post("/api/import/roads", data=form, headers=admin)
+    assert response.status == 201, await response.text()
+    assert await roads(conn) == imported
+    if shutil.which("osmium") is not None:
+        pbf = tmp_path / "tiny_city.osm.pbf"
+        await asyncio.to_thread(subprocess.run, ["osmium", "cat", str(OSM), "-o", str(pbf)], check=True)
+        form = aiohttp.FormData()
+        form.add_field("file", pbf.read_bytes(), filename="tiny_city.osm.pbf")
+        response = await client.post("/api/import/roads", data=form, headers=admin)
+        assert response.status == 201, await response.text()
+        assert await roads(conn) == imported
+    # Every upload's folder is gone, whatever the outcome.
+    assert upload_folders() <= leftovers
+
+    response = await client.get("/api/export/roads", headers=admin)
+    assert response.status == 200
+    assert response.content_type == "application/geo+json"
+    assert response.headers["Content-Disposition"] == 'attachment; filename="roads.geojson"'
+    assert json.loads(await response.text()) == await expected_road_geojson(conn)
+    assert (await client.get("/api/export/roads?format=csv", headers=admin)).status == 400
+
+
+@needs_osm2pgrouting
+async def test_rest_road_import_through_the_real_app(
+    database_url: str, mqtt_url: str, tmp_path: Path
+) -> None:
+    tokens = await seed_minimal(database_url)
+    settings = settings_for(database_url, mqtt_url)
+    # Over the app's general 1 MiB request limit: a road upload is streamed to disk, not read whole.
+    text = OSM.read_text()
+    padded = text.replace("</osm>", "<!-- " + "x" * (2 * 1024 * 1024) + " -->\n</osm>")
+    assert padded != text and len(padded) > 2 * 1024 * 1024
+    async with running_server(settings), aiohttp.ClientSession() as session:
+        url = f"http://{settings.http_host}:{settings.http_port}/api/import/roads?filename=city.osm"
+        async with session.post(url, data=padded.encode(), headers=bearer(tokens["admin"])) as response:
+            assert response.status == 201, await response.text()
+            assert await response.json() == {"imported": 4, "vertices": 5}
+        async with session.post(url, data=padded.encode(), headers=bearer(tokens["commander"])) as response:
+            assert response.status == 403
+        export = f"http://{settings.http_host}:{settings.http_port}/api/export/roads"
+        async with session.get(export, headers=bearer(tokens["admin"])) as response:
+            assert response.status == 200
+            assert len((await response.json(content_type=None))["features"]) == 4
+
+
+@needs_osm2pgrouting
+async def test_road_import_shows_a_bar_on_a_terminal(
+    conn: asyncpg.Connection, database_url: str, tmp_path: Path
+) -> None:
+    def run_on_a_terminal() -> tuple[int, str]:
+        leader, follower = pty.openpty()
+        # A real terminal has a size; a fresh pty has 0 columns, in which tqdm draws nothing.
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", HARNESS, "import", "roads", str(OSM)],
+                env=cli_env(database_url, tmp_path),
+                cwd=ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=follower,
+            )
+            os.close(follower)
+            output = b""
+            while True:
+                try:
+                    data = os.read(leader, 4096)
+                except OSError:  # EIO: the terminal's other side closed
+                    break
+                if not data:
+                    break
+                output += data
+            return proc.wait(timeout=60), output.decode(errors="replace")
+        finally:
+            os.close(leader)
+
+    status, stderr = await asyncio.to_thread(run_on_a_terminal)
+    assert status == 0, stderr
+    assert "import roads: osm2pgrouting:   0%" in stderr and "0/2 steps done" in stderr
+    assert "import roads: loading:  50%" in stderr and "1/2 steps done" in stderr
+    assert "roads: step" not in stderr  # no plain lines on a terminal
     assert await conn.fetchval("SELECT count(*) FROM roads") == 4

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import aiohttp
 import asyncpg
-from shapely.geometry import Point
+import pytest
+from shapely.geometry import LineString, Point, box
+from shapely.geometry.base import BaseGeometry
 
 from command import accounts
 from command.demo_city import build_city
 from command.seed import seed_demo
+from dispatch.plans import DEFAULT_PLANS_PATH, parse_plans
+from dispatch.recommendation import IncidentPlace, recommend_for
 from tests.integration.helpers import (
     PASSWORD,
     alarm,
@@ -19,7 +24,10 @@ from tests.integration.helpers import (
     running_server,
     seed_minimal,
     settings_for,
+    wait_for_value,
 )
+
+PLANS = parse_plans(DEFAULT_PLANS_PATH.read_text())
 
 
 async def _incident(conn: asyncpg.Connection, kind: str, severity: str, point: Point) -> int:
@@ -135,3 +143,204 @@ async def test_no_route_no_units_is_a_shortfall_not_an_error(
     assert body["shortfalls"], body
     assert all(s["message"] for s in body["shortfalls"])
     assert datetime.now(UTC)  # the request answered promptly; timing is measured in bench/, not here
+
+
+# --- road closures, as each incident's own plan says ---------------------------------------
+
+
+async def _road(conn: asyncpg.Connection, source: int, target: int, a: Point, b: Point) -> None:
+    await conn.execute(
+        """
+        INSERT INTO roads (source, target, length_m, speed_kmh, geom)
+        VALUES ($1, $2, ST_Length($3::geometry::geography), 36, $3)
+        """,
+        source,
+        target,
+        LineString([a, b]),
+    )
+
+
+async def _other_incident(
+    conn: asyncpg.Connection,
+    kind: str,
+    severity: str,
+    *,
+    location: Point | None = None,
+    area: BaseGeometry | None = None,
+) -> int:
+    incident_id: int = await conn.fetchval(
+        """
+        INSERT INTO incidents (kind, category, severity, status, location, area, title, opened_at, updated_at)
+        VALUES ($1, 'natural_disaster', $2, 'confirmed', COALESCE($3::geometry, ST_Centroid($4::geometry)),
+                $4, 'test', now(), now())
+        RETURNING id
+        """,
+        kind,
+        severity,
+        location,
+        area,
+    )
+    return incident_id
+
+
+async def test_road_closures_follow_each_incidents_plan(conn: asyncpg.Connection) -> None:
+    """An ambulance at v1 for a medical call at v2, on a triangle of 36 km/h (10 m/s)
+    roads: edge A straight north from v1 to v2 (3,991 m: 399 s), or around
+    through v3 (two 4,479 m edges: 896 s). Other incidents close A, or not,
+    as their own plan says.
+
+    By hand, from the middle of A (M), in spherical metres as closures
+    measure them (1 degree of latitude is 111,195 m, of longitude at 30 N
+    96,298 m): A passes through M; v2 is 0.018 * 111195 = 2,001.5 m away;
+    the way around leaves v1 towards (4006, 2001.5), direction (0.8946,
+    0.4470), so M at (0, 2001.5) is 2001.5 * 0.8946 = 1,790.5 m from it.
+    (Road lengths are on the spheroid, hence 3,991 m rather than 4,003.)
+    """
+    v1, v2, v3 = Point(120.0, 30.0), Point(120.0, 30.036), Point(120.0416, 30.018)
+    await _road(conn, 1, 2, v1, v2)
+    await _road(conn, 1, 3, v1, v3)
+    await _road(conn, 3, 2, v3, v2)
+    middle_of_a = Point(120.0, 30.018)
+    distances = await conn.fetch(
+        """
+        SELECT ST_Distance(geom::geography, $1::geometry::geography, false) AS m FROM roads
+        UNION ALL SELECT ST_Distance($2::geometry::geography, $1::geometry::geography, false)
+        """,
+        middle_of_a,
+        v2,
+    )
+    assert [r["m"] for r in distances] == pytest.approx([0, 1790.5, 1790.5, 2001.5], abs=1)
+    await conn.execute(
+        """
+        INSERT INTO units (id, callsign, type, capabilities, position, position_at)
+        VALUES ('AMB-1', 'Ambulance 1', 'ambulance', '{medical}', $1, now())
+        """,
+        v1,
+    )
+    call = await _other_incident(conn, "medical", "Unknown", location=v2)
+    place = IncidentPlace(call, "medical", "Unknown", v2, None)
+
+    async def eta() -> int | None:
+        body = await recommend_for(
+            conn, place, PLANS, now=datetime.now(UTC), position_max_age=timedelta(minutes=15)
+        )
+        units = [u for a in body["assignments"] for u in (*a["chosen"], *a["alternates"])]
+        if not units:
+            # Unreachable by road: never listed, and the need is short.
+            assert [(f["key"], f["available"]) for f in body["shortfalls"]] == [("medical", 0)], body
+            return None
+        assert [u["id"] for u in units] == ["AMB-1"], body
+        value: int | None = units[0]["eta_s"]
+        assert value is not None
+        return value
+
+    direct, around = 399, 896  # whole seconds, as the API answers
+    assert await eta() == direct
+
+    # A Moderate fire's plan keeps roads open: its area across A changes nothing.
+    assert not PLANS.plan_for("fire", "Moderate").closes_roads
+    assert PLANS.plan_for("fire", "Severe").closes_roads
+    fire = await _other_incident(conn, "fire", "Moderate", area=box(119.999, 30.017, 120.001, 30.019))
+    assert await eta() == direct
+    # The same fire upgraded to Severe closes A.
+    await conn.execute("UPDATE incidents SET severity = 'Severe' WHERE id = $1", fire)
+    assert await eta() == around
+    # Ended, it closes nothing.
+    await conn.execute("UPDATE incidents SET status = 'resolved' WHERE id = $1", fire)
+    assert await eta() == direct
+
+    # Incidents reported as a point on A, without an area: their plan's
+    # radius stands for the area. A collapse (100 m) and a flood (500 m)
+    # close A; neither reaches the way around.
+    for kind in ("structure_collapse", "flood"):
+        plan = PLANS.plan_for(kind, "Unknown")
+        assert plan.closes_roads and plan.radius_m < 1790, kind
+        incident = await _other_incident(conn, kind, "Unknown", location=middle_of_a)
+        assert await eta() == around, kind
+        await conn.execute("UPDATE incidents SET status = 'cancelled' WHERE id = $1", incident)
+        assert await eta() == direct, kind
+
+    # A flood at v3 closes the way around as well: unreachable.
+    flood = await _other_incident(conn, "flood", "Unknown", location=middle_of_a)
+    await _other_incident(conn, "flood", "Unknown", location=v3)
+    assert await eta() is None
+    # The flood at M grows to Extreme: its 3 km radius now holds the call
+    # itself, and a zone the call lies in cannot be avoided, so it closes
+    # nothing for this trip (the flood at v3 still closes the way around).
+    extreme = PLANS.plan_for("flood", "Extreme")
+    assert extreme.closes_roads and extreme.radius_m > 2002
+    await conn.execute("UPDATE incidents SET severity = 'Extreme' WHERE id = $1", flood)
+    assert await eta() == direct
+
+
+# --- escalation through the real path ------------------------------------------------------
+
+
+async def test_the_recommendation_grows_when_a_correlated_alarm_raises_the_severity(
+    database_url: str, mqtt_url: str, conn: asyncpg.Connection
+) -> None:
+    """A Moderate fire alarm opens an incident; an Extreme one from a sensor 50 m
+    away joins it (correlation raises the severity), and the recommendation
+    served over HTTP switches to the Extreme plan and asks for more."""
+    city = build_city()
+    await seed_demo(conn, city)
+    tokens = await seed_minimal_users(database_url)
+    await conn.execute("UPDATE units SET position_at = now()")
+    here = city.districts[0].geom.representative_point()
+    nearby = await conn.fetchval("SELECT ST_Project($1::geometry::geography, 50, 0)::geometry", here)
+    await conn.executemany(
+        "INSERT INTO sensors (id, kind, location) VALUES ($1, 'smoke', $2)",
+        [("ESC-1", here), ("ESC-2", nearby)],
+    )
+    settings = settings_for(database_url, mqtt_url)
+    base = f"http://{settings.http_host}:{settings.http_port}"
+
+    async with running_server(settings), publisher(mqtt_url) as pub, aiohttp.ClientSession() as http:
+
+        async def recommendation(incident_id: int) -> dict[str, Any]:
+            async with http.get(
+                f"{base}/api/incidents/{incident_id}/recommendation",
+                headers={"Authorization": f"Bearer {tokens['commander']}"},
+            ) as r:
+                assert r.status == 200, await r.text()
+                body: dict[str, Any] = await r.json()
+                return body
+
+        await pub.publish("sensors/ESC-1/alarm", alarm("esc-1", kind="fire", severity="Moderate"))
+        await wait_for_value(conn, "SELECT count(*) FROM incidents", 1)
+        incident_id = await conn.fetchval("SELECT id FROM incidents")
+        before = await recommendation(incident_id)
+
+        await pub.publish("sensors/ESC-2/alarm", alarm("esc-2", kind="fire", severity="Extreme"))
+        await wait_for_value(conn, f"SELECT severity FROM incidents WHERE id = {int(incident_id)}", "Extreme")
+        after = await recommendation(incident_id)
+
+    # One incident throughout: the second alarm joined the first one's.
+    incidents = await conn.fetch("SELECT id, alarm_count, sensor_count FROM incidents")
+    assert [tuple(r) for r in incidents] == [(incident_id, 2, 2)]
+    assert before["plan"]["name"] == "fire/Moderate" and after["plan"]["name"] == "fire/Extreme"
+    assert after["plan"]["units"] == [
+        {"capability": n.capability, "count": n.count} for n in PLANS.plan_for("fire", "Extreme").units
+    ]
+
+    def needed(body: dict[str, Any]) -> dict[str, int]:
+        return {a["capability"]: a["needed"] for a in body["assignments"]}
+
+    def chosen(body: dict[str, Any]) -> dict[str, int]:
+        return {a["capability"]: len(a["chosen"]) for a in body["assignments"]}
+
+    def supplies(body: dict[str, Any]) -> dict[str, int]:
+        return {s["item"]: s["needed"] for s in body["supplies"]}
+
+    # Everything the Moderate plan asked for is still asked for, at least as much, and more in total.
+    for capability, count in needed(before).items():
+        assert needed(after)[capability] >= count, capability
+    assert sum(needed(after).values()) > sum(needed(before).values())
+    for item, quantity in supplies(before).items():
+        assert supplies(after)[item] >= quantity, item
+    assert sum(supplies(after).values()) > sum(supplies(before).values())
+    # The demo city has 14 fire engines: the Moderate plan gets its 3, the Extreme one more.
+    assert chosen(before)["fire_suppression"] == needed(before)["fire_suppression"] == 3
+    assert chosen(after)["fire_suppression"] > chosen(before)["fire_suppression"]
+    assert sum(chosen(after).values()) > sum(chosen(before).values())
+    assert after["plan"]["radius_m"] > before["plan"]["radius_m"]

@@ -14,6 +14,7 @@ from dispatch.plans import (
     Plan,
     PlanError,
     Plans,
+    RoadClosure,
     SupplyNeed,
     UnitNeed,
     parse_plans,
@@ -100,6 +101,30 @@ def test_roads_close_for_the_kinds_that_block_them() -> None:
         assert all(p.closes_roads for p in PLANS.tiers(kind)), kind
     for kind in ("medical", "air_quality", "smoke"):
         assert not any(p.closes_roads for p in PLANS.tiers(kind)), kind
+
+
+def test_road_closures_are_exactly_the_severities_whose_plan_closes_roads() -> None:
+    closures = PLANS.road_closures()
+    pairs = {(c.kind, c.severity) for c in closures}
+    for kind in KINDS:
+        for severity in SEVERITY_ORDER:
+            plan = PLANS.plan_for(kind, severity)
+            assert ((kind, severity) in pairs) is plan.closes_roads, (kind, severity)
+    for closure in closures:
+        assert closure.radius_m == PLANS.plan_for(closure.kind, closure.severity).radius_m
+    assert len(pairs) == len(closures)
+    assert list(closures) == sorted(closures, key=lambda c: (c.kind, c.severity))
+    # The case that used to go wrong: a fire closes roads from Severe up, not below.
+    assert ("fire", "Moderate") not in pairs and ("fire", "Severe") in pairs
+
+
+def test_road_closures_follow_the_tiers_of_a_plans_file() -> None:
+    text = minimal(radius_m="120") + entry(
+        "fire", "Severe", units="{ search = 2 }", radius_m="400", closes_roads="true"
+    )
+    fire = [c for c in parse_plans(text).road_closures() if c.kind == "fire"]
+    # Severe and Extreme (served by the Severe tier) close within 400 m; Unknown to Moderate close nothing.
+    assert fire == [RoadClosure("fire", "Extreme", 400.0), RoadClosure("fire", "Severe", 400.0)]
 
 
 def test_plans_use_the_demo_city_vocabulary() -> None:
