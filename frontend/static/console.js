@@ -1,5 +1,7 @@
 // Commander console: login, live map, incident queue, and the incident detail
-// where a commander acts (dispatch, call back, status, tasks).
+// where a commander acts (dispatch, call back, status, tasks); beside the map,
+// the units board, the depots board, the KPI dashboard and (administrators) the
+// rejected messages, one view at a time under a tab bar.
 //
 // Two halves:
 //   * a pure core (ConsoleState, sorting, backoff, formatting) that touches no DOM,
@@ -16,7 +18,7 @@
 //   * The token lives only in memory; the HttpOnly cookie is what persists.
 
 import {
-  t, label, getLang, setLang, detectLang, onLangChange, applyI18n, missingKeys,
+  t, label, has, getLang, setLang, detectLang, onLangChange, applyI18n, missingKeys,
   KINDS, SEVERITIES, ACTIVE_STATUSES, TERMINAL_STATUSES, UNIT_STATUSES, LANGS,
 } from "./i18n.js";
 
@@ -72,17 +74,77 @@ export function compareIncidents(a, b) {
   return ib < ia ? -1 : ib > ia ? 1 : 0;
 }
 
+// --- Priority and the dispatch SLA (pure) ----------------------------------------
+
+/**
+ * Statuses in which an incident still waits for its first dispatch. The server
+ * moves an incident from new or confirmed to responding in the transaction that
+ * creates its first dispatch (command/dispatch_store.py), so these statuses are
+ * exactly "nobody sent yet" for an incident the commander has not moved by hand.
+ */
+export const AWAITING_DISPATCH = ["new", "confirmed"];
+
+/**
+ * Where an incident stands against the dispatch target (docs/kpis.md: opening
+ * to first dispatch within `targetS`, NFPA 1221's 60 s by default).
+ * @returns {{state: "none"|"due"|"breached", leftMs: number|null}}
+ *   none: not waiting for a dispatch, or no target or clock to judge by;
+ *   due: `leftMs` until the target; breached: past it (`leftMs` < 0). Exactly at the
+ *   target is still within it, as in the KPI report.
+ */
+export function slaState(inc, nowMs, targetS) {
+  const none = { state: "none", leftMs: null };
+  if (!inc || !AWAITING_DISPATCH.includes(inc.status)) return none;
+  const target = Number(targetS);
+  if (!(target > 0) || !Number.isFinite(nowMs)) return none;
+  const opened = timeOf(inc.opened_at);
+  if (!opened) return none;
+  const leftMs = opened + target * 1000 - nowMs;
+  return { state: leftMs >= 0 ? "due" : "breached", leftMs };
+}
+
+/**
+ * Queue order with the SLA clock:
+ *   1. severity band, where an incident past its dispatch target counts one band
+ *      more severe (it "rises": a Moderate fire nobody was sent to after 60 s sits
+ *      with the Severe ones);
+ *   2. within a band, incidents past the target first;
+ *   3. then those still waiting for a dispatch before those already being worked;
+ *   4. waiting ones longest-waiting first (closest to, or furthest past, the target);
+ *      the others as compareIncidents (most recently updated first, then id).
+ */
+export function comparePriority(a, b, nowMs, targetS) {
+  const sa = slaState(a, nowMs, targetS);
+  const sb = slaState(b, nowMs, targetS);
+  const band = (inc, s) => (SEVERITY_RANK[inc.severity] ?? 5) - (s.state === "breached" ? 1 : 0);
+  const ba = band(a, sa);
+  const bb = band(b, sb);
+  if (ba !== bb) return ba - bb;
+  const late = (s) => (s.state === "breached" ? 0 : 1);
+  if (late(sa) !== late(sb)) return late(sa) - late(sb);
+  const idle = (s) => (s.state === "none" ? 1 : 0);
+  if (idle(sa) !== idle(sb)) return idle(sa) - idle(sb);
+  if (sa.state !== "none") {
+    const oa = timeOf(a.opened_at);
+    const ob = timeOf(b.opened_at);
+    if (oa !== ob) return oa - ob;
+  }
+  return compareIncidents(a, b);
+}
+
 /**
  * The incidents the queue shows, in order.
  * @param {Iterable<Object>} incidents
- * @param {{kind?: string, status?: string}} filters empty string = any
+ * @param {{kind?: string, status?: string, district?: string}} filters empty string = any
+ * @param {{now: number, dispatchS: number}|null} [sla] the clock and the dispatch target;
+ *   without them (the server's settings not loaded yet) the order is compareIncidents.
  */
-export function queueOf(incidents, filters = {}) {
+export function queueOf(incidents, filters = {}, sla = null) {
   const out = [];
   for (const inc of incidents) {
     if (matchesFilters(inc, filters)) out.push(inc);
   }
-  out.sort(compareIncidents);
+  out.sort(sla && sla.dispatchS > 0 ? (a, b) => comparePriority(a, b, sla.now, sla.dispatchS) : compareIncidents);
   return out;
 }
 
@@ -90,6 +152,7 @@ export function matchesFilters(inc, filters = {}) {
   if (!inc || isTerminal(inc.status)) return false;
   if (filters.kind && inc.kind !== filters.kind) return false;
   if (filters.status && inc.status !== filters.status) return false;
+  if (filters.district && String(inc.district ?? "") !== filters.district) return false;
   return true;
 }
 
@@ -272,11 +335,35 @@ export class ConsoleState {
       default:
         if (typeof ev.name === "string" && (ev.name.startsWith("dispatch.") || ev.name.startsWith("task."))) {
           changes.activity.push({ name: ev.name, data }); // the incident detail shows these
+          if (ev.name.startsWith("dispatch.")) this._unitDispatch(data, changes);
         } else {
           changes.applied -= 1; // sensor.* and others: not shown.
         }
         break;
     }
+  }
+
+  /**
+   * Keep a unit's `dispatch` ({id, incident_id, status} or null, as the snapshot
+   * gives it) in step with dispatch events. Events come in seq order after the
+   * snapshot they follow, so the last one about a unit's active dispatch is its
+   * state; an event about an older dispatch that ended never clears a newer one.
+   */
+  _unitDispatch(data, changes) {
+    if (data.unit_id === undefined || data.unit_id === null || typeof data.status !== "string") return;
+    const unitId = String(data.unit_id);
+    const unit = this.units.get(unitId);
+    if (!unit) return; // outside this console's view
+    const current = unit.dispatch && typeof unit.dispatch === "object" ? unit.dispatch : null;
+    let next = current;
+    if (DISPATCH_ACTIVE.includes(data.status)) {
+      next = { id: data.id, incident_id: data.incident_id ?? (current ? current.incident_id : null), status: data.status };
+    } else if (current && String(current.id) === String(data.id)) {
+      next = null;
+    }
+    if (next === current) return;
+    this.units.set(unitId, { ...unit, dispatch: next });
+    changes.units.add(unitId);
   }
 }
 
@@ -491,6 +578,167 @@ export function taskRequest({ title, dueMinutes, owner } = {}) {
   return { body };
 }
 
+// --- Boards and the dashboard (pure) ---------------------------------------------
+
+/** The console's views, in nav order; "dead-letters" only for administrators. */
+export const TABS = ["map", "units", "depots", "dashboard", "dead-letters"];
+
+/** The view named by a location hash ("#units"), or "map". */
+export function tabFromHash(hash, allowed = TABS) {
+  const name = String(hash ?? "").replace(/^#/, "");
+  return allowed.includes(name) ? name : "map";
+}
+
+/**
+ * The UTC date "YYYY-MM-DD" of an instant: the planner judges expiry by the
+ * server's UTC date (dispatch/postgis.py stock_near), so the board does too.
+ */
+export function utcDate(ms) {
+  return new Date(ms).toISOString().slice(0, 10);
+}
+
+/** Stock levels, worst first (the order the depots board lists items in). */
+export const STOCK_LEVELS = ["expired", "out", "low", "ok"];
+
+/**
+ * How a depot's stock of one item stands:
+ *   expired: its expires_on is today or earlier (the planner sends only stock that
+ *     expires after today, so it is as good as none);
+ *   out: nothing left;
+ *   low: below the item's low-stock line (`minimum`, from GET /api/config: the
+ *     most any single response plan up to Severe asks for);
+ *   ok: otherwise, including any quantity of an item no plan asks for.
+ * @param {{quantity: number, expires_on?: string|null}} entry
+ * @param {number|undefined|null} minimum
+ * @param {string} today "YYYY-MM-DD" (utcDate)
+ */
+export function stockLevel(entry, minimum, today) {
+  const expires = entry && typeof entry.expires_on === "string" ? entry.expires_on.slice(0, 10) : "";
+  if (expires && today && expires <= today) return "expired";
+  const quantity = Number(entry && entry.quantity);
+  if (!Number.isFinite(quantity) || quantity <= 0) return "out";
+  const min = Number(minimum);
+  if (minimum !== null && minimum !== undefined && Number.isFinite(min) && quantity < min) return "low";
+  return "ok";
+}
+
+/**
+ * A depot's stock with each item's level and line, worst first (then by item),
+ * and how many items need attention.
+ * @returns {{items: Array<Object>, warnings: number}}
+ */
+export function depotStock(depot, minimums, today) {
+  const lines = minimums && typeof minimums === "object" ? minimums : {};
+  const items = list(depot && depot.stock).map((s) => {
+    const minimum = Object.prototype.hasOwnProperty.call(lines, s.item) ? Number(lines[s.item]) : null;
+    return { ...s, minimum, level: stockLevel(s, minimum, today) };
+  });
+  items.sort((a, b) => (STOCK_LEVELS.indexOf(a.level) - STOCK_LEVELS.indexOf(b.level))
+    || String(a.item).localeCompare(String(b.item)));
+  return { items, warnings: items.filter((s) => s.level !== "ok").length };
+}
+
+/**
+ * An axis from 0 to a "nice" maximum at or above `maxValue`, in 1-2-2.5-5 steps
+ * (counts: whole steps of 1-2-5 only), with at most `ticks` steps.
+ * An empty or non-positive maximum gives the axis 0..1, so an empty chart still draws.
+ * @returns {{max: number, step: number, ticks: number[]}}
+ */
+export function niceScale(maxValue, { ticks = 5, integer = false } = {}) {
+  const value = Number(maxValue);
+  if (!Number.isFinite(value) || value <= 0) return { max: 1, step: 1, ticks: [0, 1] };
+  const rough = value / Math.max(1, ticks);
+  const magnitude = 10 ** Math.floor(Math.log10(rough));
+  const steps = integer ? [1, 2, 5, 10] : [1, 2, 2.5, 5, 10];
+  let step = steps.find((n) => rough <= n * magnitude + 1e-12) * magnitude;
+  if (integer) step = Math.max(1, Math.round(step));
+  // Rounding away float noise (0.1 + 0.2): tick labels are read by people.
+  const clean = (n) => Number(n.toPrecision(12));
+  step = clean(step);
+  const max = clean(Math.ceil(value / step - 1e-9) * step);
+  const out = [];
+  for (let i = 0; clean(i * step) <= max; i += 1) out.push(clean(i * step));
+  return { max, step, ticks: out };
+}
+
+/** Length of a bar for `value` on an axis 0..`max` drawn `length` long; clipped to the axis. */
+export function scaleLength(value, max, length) {
+  const v = Number(value);
+  if (!Number.isFinite(v) || v <= 0 || !(max > 0)) return 0;
+  return Math.min(length, (v / max) * length);
+}
+
+/** The SLA targets of GET /api/stats, in the order the dashboard shows them. */
+export const SLA_TARGETS = ["dispatch", "turnout", "travel"];
+
+/**
+ * Rows of the "response times against targets" chart from a GET /api/stats body:
+ * per target its interval's p50 and p90 over the period, the target, and the
+ * SLA figures (fraction within, goal met, breaching incident ids).
+ */
+export function responseRows(stats) {
+  const sla = stats && stats.sla && typeof stats.sla === "object" ? stats.sla : {};
+  const metrics = stats && stats.overall && stats.overall.metrics ? stats.overall.metrics : {};
+  const num = (v) => (v === null || v === undefined || !Number.isFinite(Number(v)) ? null : Number(v));
+  return SLA_TARGETS.filter((key) => sla[key] && typeof sla[key] === "object").map((key) => {
+    const c = sla[key];
+    const m = metrics[c.metric] || {};
+    return {
+      key,
+      metric: String(c.metric ?? ""),
+      target: num(c.target_s),
+      p50: num(m.p50),
+      p90: num(m.p90),
+      count: Number(m.count) || 0,
+      measured: Number(c.measured) || 0,
+      within: Number(c.within) || 0,
+      fraction: num(c.fraction),
+      met: c.met === true ? true : c.met === false ? false : null,
+      breaches: Array.isArray(c.breaches) ? c.breaches : [],
+    };
+  });
+}
+
+/**
+ * Bars of a "count by group" chart from GET /api/stats groups: largest first
+ * (ties by key; the no-district group, key null, last among equals), at most
+ * `limit` bars, the rest summed into one {key: null, others: n} bar.
+ */
+export function countRows(groups, limit = 12) {
+  const rows = list(groups).map((g) => ({ key: g.key === null || g.key === undefined ? null : String(g.key), count: Number(g.count) || 0 }));
+  rows.sort((a, b) => (b.count - a.count)
+    || ((a.key === null) - (b.key === null))
+    || String(a.key).localeCompare(String(b.key)));
+  if (rows.length <= limit) return rows;
+  const kept = rows.slice(0, Math.max(1, limit - 1));
+  const rest = rows.slice(kept.length);
+  kept.push({ key: null, others: rest.length, count: rest.reduce((n, r) => n + r.count, 0) });
+  return kept;
+}
+
+/** GET /api/stats for the last `days` days before `nowMs`, grouped by `group`. */
+export function statsPath(days, nowMs, group) {
+  const from = new Date(nowMs - days * 86400000).toISOString();
+  return `/api/stats?group=${encodeURIComponent(group)}&from=${encodeURIComponent(from)}`;
+}
+
+/**
+ * A label cut to about `maxUnits` Latin-letter widths (a CJK character counts
+ * two), with "…" when cut, for SVG text, which does not wrap or ellipsize.
+ */
+export function fitLabel(text, maxUnits) {
+  const s = String(text ?? "");
+  let units = 0;
+  let out = "";
+  for (const ch of s) {
+    const w = /[\u1100-\u115f\u2e80-\ua4cf\uac00-\ud7a3\uf900-\ufaff\ufe30-\ufe4f\uff00-\uff60\uffe0-\uffe6]/.test(ch) ? 2 : 1;
+    if (units + w > maxUnits) return `${out.replace(/\s+$/, "")}…`;
+    units += w;
+    out += ch;
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------------------
 // Browser edge
 // ---------------------------------------------------------------------------
@@ -506,6 +754,20 @@ const DETAIL_ALARMS = 5; // the last few alarms shown in the detail panel
 const TIMELINE_ENTRIES = 50; // the newest timeline entries shown in the detail panel
 // Where console.css stacks map over queue; below it the map is too small for open controls.
 const NARROW_SCREEN = "(max-width: 800px)";
+// How often a visible board refetches on its own. Rejected messages arrive at any
+// time and an administrator watches for them; depots and KPIs change slowly (depots
+// also refetch shortly after a dispatch event, when supplies move).
+const DEAD_LETTERS_EVERY_MS = 30000;
+const DEPOTS_EVERY_MS = 60000;
+const DASHBOARD_EVERY_MS = 60000;
+const DEPOTS_AFTER_DISPATCH_MS = 2000;
+const DEAD_LETTERS_LIMIT = 200;
+const PAYLOAD_SHOWN = 300; // characters of a rejected payload shown in the table (up to 64 KiB each)
+const DASHBOARD_PERIODS = [1, 7, 30, 90]; // days; 30 is GET /api/stats's own default
+const DEFAULT_PERIOD = 30;
+// Used until GET /api/config answers: the server's defaults (command/settings.py).
+const DEFAULT_POSITION_MAX_AGE_S = 900;
+const SVG_NS = "http://www.w3.org/2000/svg";
 
 function isNarrowScreen() {
   return typeof window.matchMedia === "function" && window.matchMedia(NARROW_SCREEN).matches;
@@ -534,6 +796,18 @@ function el(tag, attrs, ...children) {
     if (child === undefined || child === null || child === false) continue;
     node.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
+  return node;
+}
+
+/** el() for SVG: attributes as given (they are presentation, not HTML), `text` as textContent. */
+function svgEl(tag, attrs, ...children) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "text") node.textContent = v;
+    else node.setAttribute(k, String(v));
+  }
+  for (const child of children) if (child) node.append(child);
   return node;
 }
 
@@ -838,7 +1112,19 @@ class Console {
     this.state = new ConsoleState();
     this.role = null;
     this.username = null;
-    this.filters = { kind: "", status: "" };
+    this.filters = { kind: "", status: "", district: "" };
+    // GET /api/config: tile URL, SLA targets, low-stock lines (null until it answers).
+    this.config = null;
+    this.tab = "map";
+    this.wantedTab = null; // a tab asked for (the address) before the role was known
+    this.unseenNew = 0; // incidents opened while another tab was shown
+    this.slaStates = new Map(); // queue row id -> the SLA state it shows
+    this.boards = {
+      units: { rows: new Map(), filter: "", dirty: true },
+      depots: { data: null, resp: null, loading: false, at: 0, gen: 0, timer: null },
+      dashboard: { kind: null, district: null, resp: null, loading: false, at: 0, gen: 0, days: DEFAULT_PERIOD, width: 0 },
+      dead: { data: null, resp: null, loading: false, at: 0, gen: 0 },
+    };
     this.connState = "offline";
     this.retryMs = null;
     this.view = "loading";
@@ -862,6 +1148,7 @@ class Console {
     this.detailGen = 0; // answers to an older fetch are dropped
     this.seenKinds = new Set(KINDS);
     this.seenStatuses = new Set(ACTIVE_STATUSES);
+    this.seenDistricts = new Set();
 
     this.pending = { reset: false, incidents: new Set(), units: new Set(), queue: false, detail: false };
     this.flushScheduled = false;
@@ -901,6 +1188,9 @@ class Console {
     this.bindLogin();
     this.bindQueue();
     this.bindDetail();
+    this.bindNav();
+    this.bindBoards();
+    this.wantedTab = tabFromHash(window.location.hash);
     onLangChange(() => this.relabel());
     this.relabel();
 
@@ -911,6 +1201,7 @@ class Console {
     document.addEventListener("pointerdown", () => this.beeper.unlock(), { passive: true });
     setInterval(() => this.refreshAges(), 15000);
     setInterval(() => this.tickDetail(), 1000);
+    setInterval(() => this.tick(), 1000);
 
     const probe = await this.api.request("GET", "/api/incidents");
     if (probe.status === 401) {
@@ -935,6 +1226,7 @@ class Console {
     this.$("console-view").hidden = view !== "console";
     this.$("logout-button").hidden = view !== "console";
     this.$("sound-toggle").hidden = view !== "console";
+    this.$("view-nav").hidden = view !== "console";
     this.renderUser();
   }
 
@@ -947,6 +1239,7 @@ class Console {
     this.state.clear();
     this.clearLiveViews();
     this.clearDataLayers();
+    this.clearBoards();
     this.setView("login");
     const err = this.$("login-error");
     err.hidden = !message;
@@ -963,8 +1256,14 @@ class Console {
     this.ensureMap();
     this.map.invalidateSize();
     this.renderAll();
+    this.loadConfig();
     this.loadDataLayers();
     this.feed.start();
+    // A view asked for by the address (#units, #dashboard…) before sign-in; the
+    // rejected messages wait for the role (an administrator's only).
+    const wanted = this.wantedTab || this.tab;
+    if (wanted !== "dead-letters" || this.role) this.wantedTab = null;
+    this.setTab(wanted === "dead-letters" && this.role !== "admin" ? "map" : wanted);
   }
 
   /** Who is signed in, after a reload signed in by the cookie alone (the login form told us otherwise). */
@@ -975,6 +1274,10 @@ class Console {
     if (resp.body.username) this.username = String(resp.body.username);
     this.renderUser();
     this.renderDetail();
+    const wanted = this.wantedTab;
+    this.wantedTab = null;
+    if (wanted && wanted !== this.tab) this.setTab(wanted);
+    else this.renderNav();
   }
 
   // ---- header ----
@@ -1108,16 +1411,12 @@ class Console {
       this.layers[name].addTo(map);
     }
 
-    const tileUrl = typeof window.EMERGENCY_TILE_URL === "string" ? window.EMERGENCY_TILE_URL.trim() : "";
-    if (tileUrl) {
-      this.tileLayer = L.tileLayer(tileUrl, {
-        maxZoom: 19,
-        attribution: typeof window.EMERGENCY_TILE_ATTRIBUTION === "string" ? window.EMERGENCY_TILE_ATTRIBUTION : "",
-      }).addTo(map);
-    }
-
-    L.control.scale({ imperial: false }).addTo(map);
+    // Raster tiles come with GET /api/config (applyTiles), when the centre has a tile server.
+    const scale = L.control.scale({ imperial: false }).addTo(map);
     map.attributionControl.setPrefix(false);
+    // SI symbols ("500 m") and the tile server's credit are the same in every language.
+    scale.getContainer().setAttribute("translate", "no");
+    map.attributionControl.getContainer().setAttribute("translate", "no");
     this.buildLayersControl();
     this.buildLegend();
     if (typeof window.matchMedia === "function") {
@@ -1191,7 +1490,14 @@ class Console {
     const jobs = [
       ["districts", (b) => this.drawDistricts(b.districts)],
       ["roads", (b) => this.drawRoads(b.roads)],
-      ["depots", (b) => this.drawDepots(b.depots)],
+      ["depots", (b) => {
+        this.drawDepots(b.depots);
+        // The same list starts the depots board, so its tab can warn before it is opened.
+        if (!this.boards.depots.data) {
+          this.boards.depots.data = b.depots;
+          this.renderBadges();
+        }
+      }],
       ["hazards", (b) => this.drawHazards(b.hazards)],
       ["sites", (b) => this.drawSites(b.sites)],
     ].map(async ([name, draw]) => {
@@ -1253,8 +1559,11 @@ class Console {
       L.marker(shape.getBounds().getCenter(), { icon, interactive: false, keyboard: false, pane: "districtLabels" })
         .addTo(this.layers.districts);
       this.districtLabels.push({ node, district: d });
+      node.setAttribute("translate", "no"); // a place name, as the data spells it
     }
     this.refreshQueueContent(); // district names in the queue
+    this.renderFilters(); // and in the district filter
+    if (this.tab === "units") this.renderUnitsBoard(null);
   }
 
   drawRoads(list) {
@@ -1377,7 +1686,9 @@ class Console {
       for (const id of changes.opened) this.newUntil.set(id, until);
       this.beeper.beep();
       setTimeout(() => this.expireNew(), NEW_HIGHLIGHT_MS + 50);
+      this.announceNew(changes.opened);
     }
+    if (changes.activity.some((a) => a.name.startsWith("dispatch."))) this.depotsMayHaveChanged();
     this.renderConnState(); // last seq
     if (changes.reset || changes.incidents.size || changes.units.size || this.pending.detail) this.scheduleFlush();
   }
@@ -1403,11 +1714,17 @@ class Console {
     if (p.reset) {
       this.renderAll();
       this.renderDetail();
+      if (this.tab === "units") this.renderUnitsBoard(null);
+      else this.boards.units.dirty = true;
       return;
     }
     for (const id of p.incidents) this.renderIncident(id);
     for (const id of p.units) this.renderUnit(id);
     if (p.incidents.size) this.renderQueue(p.incidents);
+    if (p.units.size) {
+      if (this.tab === "units") this.renderUnitsBoard(p.units);
+      else this.boards.units.dirty = true;
+    }
     // Live header fields, dispatches and tasks.
     if (this.detail && (p.detail || p.incidents.has(this.detail.id))) this.renderDetail();
   }
@@ -1424,6 +1741,11 @@ class Console {
     this.selectedId = null;
     this.closeDetail();
     this.$("incident-queue").replaceChildren();
+    this.slaStates.clear();
+    this.boards.units.rows.clear();
+    this.$("units-rows").replaceChildren();
+    this.unseenNew = 0;
+    this.renderBadges();
     this.pending = { reset: false, incidents: new Set(), units: new Set(), queue: false, detail: false };
     this.renderConnState();
     this.renderQueueSummary(0, 0, 0);
@@ -1613,6 +1935,7 @@ class Console {
     });
     this.$("filter-kind").addEventListener("change", (e) => this.setFilter("kind", e.target.value));
     this.$("filter-status").addEventListener("change", (e) => this.setFilter("status", e.target.value));
+    this.$("filter-district").addEventListener("change", (e) => this.setFilter("district", e.target.value));
   }
 
   setFilter(name, value) {
@@ -1634,6 +1957,10 @@ class Console {
       this.seenStatuses.add(String(inc.status));
       changed = true;
     }
+    if (inc.district !== null && inc.district !== undefined && inc.district !== "" && !this.seenDistricts.has(String(inc.district))) {
+      this.seenDistricts.add(String(inc.district));
+      changed = true;
+    }
     if (changed) this.renderFilters();
   }
 
@@ -1648,6 +1975,13 @@ class Console {
     fill(this.$("filter-status"), "filter.all_statuses", [...this.seenStatuses], "status");
     this.$("filter-kind").value = this.filters.kind;
     this.$("filter-status").value = this.filters.status;
+    // Districts: those the city has and any an incident names, by their localised name.
+    const districts = this.$("filter-district");
+    const ids = [...new Set([...this.districts.keys(), ...this.seenDistricts])]
+      .sort((a, b) => this.districtLabel(a).localeCompare(this.districtLabel(b), getLang()));
+    districts.replaceChildren(el("option", { value: "", text: t("filter.all_districts") }));
+    for (const id of ids) districts.append(el("option", { value: id, translate: "no", text: this.districtLabel(id) }));
+    districts.value = ids.includes(this.filters.district) ? this.filters.district : "";
   }
 
   /**
@@ -1656,7 +1990,7 @@ class Console {
    */
   renderQueue(changed) {
     const list = this.$("incident-queue");
-    const all = queueOf(this.state.incidents.values(), this.filters);
+    const all = queueOf(this.state.incidents.values(), this.filters, this.slaClock(Date.now()));
     const shown = all.slice(0, QUEUE_LIMIT);
     const keep = new Set();
     let cursor = list.firstChild;
@@ -1680,7 +2014,10 @@ class Console {
       cursor = next;
     }
     for (const id of [...this.queueItems.keys()]) {
-      if (!keep.has(id)) this.queueItems.delete(id);
+      if (!keep.has(id)) {
+        this.queueItems.delete(id);
+        this.slaStates.delete(id);
+      }
     }
     let active = 0;
     for (const inc of this.state.incidents.values()) if (!isTerminal(inc.status)) active += 1;
@@ -1688,7 +2025,7 @@ class Console {
   }
 
   renderQueueSummary(shown, matching, active) {
-    const filtered = Boolean(this.filters.kind || this.filters.status);
+    const filtered = Boolean(this.filters.kind || this.filters.status || this.filters.district);
     this.$("queue-count").textContent = filtered
       ? t("queue.count_filtered", { n: matching, total: active })
       : t("queue.count", { n: active });
@@ -1714,22 +2051,36 @@ class Console {
     li.dataset.severity = inc.severity ?? "";
     li.dataset.status = inc.status ?? "";
     li.dataset.kind = inc.kind ?? "";
+    li.dataset.district = inc.district ?? "";
     const count = Number(inc.alarm_count) || 0;
     const openedMs = timeOf(inc.opened_at);
-    li.replaceChildren(
+    const target = this.slaTarget();
+    const sla = slaState(inc, Date.now(), target);
+    li.dataset.sla = sla.state;
+    this.slaStates.set(inc.id, sla.state);
+    const slaBadge = sla.state === "none" ? null : el("span", {
+      class: "sla-badge", title: t("queue.sla_title", { s: target }), dataset: { slaOpened: String(openedMs) },
+    });
+    // replaceChildren would write a missing badge as the text "null": only real nodes go in.
+    li.replaceChildren(...[
       el("div", { class: "item-top" },
         el("span", { class: "sev-badge", text: label("severity", inc.severity) }),
-        el("span", { class: "item-title", text: inc.title || label("kind", inc.kind) }),
+        // The title is the server's words (a report, a CAP headline): not ours to translate.
+        inc.title
+          ? el("span", { class: "item-title", translate: "no", text: inc.title })
+          : el("span", { class: "item-title", text: label("kind", inc.kind) }),
         isNew ? el("span", { class: "new-badge", text: t("queue.new") }) : null),
+      slaBadge,
       el("div", { class: "item-meta" },
         el("span", { class: "item-kind", text: label("kind", inc.kind) }),
-        el("span", { class: "item-district", text: this.districtLabel(inc.district) }),
+        el("span", { class: "item-district", translate: "no", text: this.districtLabel(inc.district) }),
         el("span", { class: "item-status", text: label("status", inc.status) }),
         el("span", { class: "item-alarms", text: count === 1 ? t("queue.alarm_one") : t("queue.alarms", { n: count }) }),
         el("span", { class: "item-age", dataset: { opened: String(openedMs) }, text: formatAge(openedMs, Date.now()) }),
         hasPosition(inc) || inc.area ? null : el("span", { class: "item-noloc", text: t("queue.no_location") })),
-    );
+    ].filter(Boolean));
     li.setAttribute("aria-label", `${label("severity", inc.severity)}: ${inc.title || ""}`);
+    if (slaBadge) this.paintSla(slaBadge, sla);
   }
 
   refreshAges() {
@@ -1772,6 +2123,736 @@ class Console {
     }
   }
 
+  // ---- server settings (GET /api/config) ----
+
+  async loadConfig() {
+    const resp = await this.api.request("GET", "/api/config");
+    if (this.view !== "console") return;
+    if (resp.status === 401) {
+      this.showLogin(t("login.expired"));
+      return;
+    }
+    if (resp.status !== 200 || !resp.body || typeof resp.body !== "object") {
+      // The console works without it: no tiles, no SLA ordering, no low-stock lines.
+      this.showMessage(t("msg.load_failed", { what: t("msg.what.config") }));
+      return;
+    }
+    this.config = resp.body;
+    this.applyTiles();
+    this.renderBadges(); // low-stock lines
+    this.renderQueue(null); // SLA order and badges (every row is refilled)
+    if (this.tab === "units") this.renderUnitsBoard(null);
+    if (this.tab === "depots") this.renderDepots();
+  }
+
+  /** The dispatch target in seconds, or null before the settings arrive. */
+  slaTarget() {
+    const s = this.config && this.config.sla ? Number(this.config.sla.dispatch_s) : NaN;
+    return s > 0 ? s : null;
+  }
+
+  slaClock(now) {
+    const dispatchS = this.slaTarget();
+    return dispatchS ? { now, dispatchS } : null;
+  }
+
+  /** Add the centre's raster tiles under our own basemap, once, when the server names a tile URL. */
+  applyTiles() {
+    const url = this.config && typeof this.config.tile_url === "string" ? this.config.tile_url.trim() : "";
+    if (!this.map || !url || this.tileLayer) return;
+    this.tileLayer = L.tileLayer(url, {
+      maxZoom: 19,
+      // Leaflet puts attributions in as HTML; the setting is plain text.
+      attribution: escapeHtml(this.config.tile_attribution || ""),
+    }).addTo(this.map);
+    this.buildLayersControl();
+  }
+
+  // ---- the SLA clock in the queue ----
+
+  /** A queue row's SLA badge: the countdown to the dispatch target, or how long past it. */
+  paintSla(node, sla) {
+    node.classList.toggle("is-breached", sla.state === "breached");
+    node.classList.toggle("is-soon", sla.state === "due" && sla.leftMs < (this.slaTarget() || 0) * 1000 / 3);
+    node.textContent = sla.state === "breached"
+      ? t("queue.sla_breached", { t: formatCountdown(-sla.leftMs) })
+      : t("queue.sla_due", { t: formatCountdown(sla.leftMs) });
+  }
+
+  /**
+   * Count the SLA badges down, and re-sort when an incident crosses its target
+   * (it rises). Only rows on screen are checked: with more than QUEUE_LIMIT
+   * incidents a breach below the cut shows at the next event that re-sorts.
+   */
+  tickQueue(now) {
+    const target = this.slaTarget();
+    if (!target) return;
+    const crossed = new Set();
+    for (const [id, li] of this.queueItems) {
+      const inc = this.state.incidents.get(id);
+      if (!inc) continue;
+      const sla = slaState(inc, now, target);
+      if (sla.state !== (this.slaStates.get(id) || "none")) {
+        crossed.add(id);
+        continue;
+      }
+      const badge = sla.state === "none" ? null : li.querySelector(".sla-badge");
+      if (badge) this.paintSla(badge, sla);
+    }
+    if (crossed.size) this.renderQueue(crossed);
+  }
+
+  /** Say a new incident aloud (screen readers) and count it on the map tab when another view is shown. */
+  announceNew(ids) {
+    const first = this.state.incidents.get(ids[0]);
+    const title = first ? (first.title || label("kind", first.kind)) : "";
+    this.$("announcer").textContent = t("msg.new_incident", { title });
+    if (this.tab !== "map") {
+      this.unseenNew += ids.length;
+      this.renderBadges();
+    }
+  }
+
+  /** Once a second: countdowns, ages, and the periodic refresh of the view on screen. */
+  tick() {
+    if (this.view !== "console") return;
+    const now = Date.now();
+    this.tickQueue(now);
+    if (this.tab === "units") this.tickUnits(now);
+    const due = (b, every) => !b.loading && now - b.at >= every;
+    if (this.tab === "dead-letters" && due(this.boards.dead, DEAD_LETTERS_EVERY_MS)) this.loadDeadLetters();
+    if (this.tab === "depots" && due(this.boards.depots, DEPOTS_EVERY_MS)) this.loadDepots();
+    if (this.tab === "dashboard" && due(this.boards.dashboard, DASHBOARD_EVERY_MS)) this.loadDashboard();
+  }
+
+  // ---- views ----
+
+  bindNav() {
+    const nav = this.$("view-nav");
+    nav.addEventListener("click", (e) => {
+      const button = e.target.closest("button[data-tab]");
+      if (button) this.setTab(button.dataset.tab);
+    });
+    // Arrow keys move between tabs (the WAI-ARIA tabs pattern).
+    nav.addEventListener("keydown", (e) => {
+      if (e.key !== "ArrowRight" && e.key !== "ArrowLeft") return;
+      const tabs = [...nav.querySelectorAll("button[data-tab]")].filter((b) => !b.hidden);
+      const i = tabs.indexOf(document.activeElement);
+      if (i < 0) return;
+      const next = tabs[(i + (e.key === "ArrowRight" ? 1 : tabs.length - 1)) % tabs.length];
+      next.focus();
+      this.setTab(next.dataset.tab);
+    });
+    window.addEventListener("hashchange", () => {
+      if (this.view === "console") this.setTab(tabFromHash(window.location.hash));
+    });
+  }
+
+  /** Show one view: the map and queue, or a board. */
+  setTab(requested) {
+    let tab = TABS.includes(requested) ? requested : "map";
+    if (tab === "dead-letters" && this.role !== "admin") tab = "map";
+    this.tab = tab;
+    document.body.dataset.tab = tab;
+    const onMap = tab === "map";
+    this.$("map").hidden = !onMap;
+    this.$("side-panel").hidden = !onMap;
+    this.$("units-view").hidden = tab !== "units";
+    this.$("depots-view").hidden = tab !== "depots";
+    this.$("dashboard-view").hidden = tab !== "dashboard";
+    this.$("dead-letters-view").hidden = tab !== "dead-letters";
+    // The address names the view, so a wall screen can be pointed at /#dashboard.
+    const hash = onMap ? "" : `#${tab}`;
+    if (window.location.hash !== hash && typeof history.replaceState === "function") {
+      history.replaceState(null, "", `${window.location.pathname}${window.location.search}${hash}`);
+    }
+    this.renderNav();
+    if (this.view !== "console") return;
+    if (onMap) {
+      this.unseenNew = 0;
+      this.renderBadges();
+      if (this.map) this.map.invalidateSize(); // it had no size while hidden
+    } else if (tab === "units") {
+      this.renderUnitsBoard(null);
+      this.tickUnits(Date.now());
+    } else if (tab === "depots") {
+      this.renderDepots();
+      this.loadDepots();
+    } else if (tab === "dashboard") {
+      this.renderDashboard();
+      this.loadDashboard();
+    } else if (tab === "dead-letters") {
+      this.renderDeadLetters();
+      this.loadDeadLetters();
+    }
+  }
+
+  renderNav() {
+    const admin = this.role === "admin";
+    for (const button of this.$("view-nav").querySelectorAll("button[data-tab]")) {
+      const tab = button.dataset.tab;
+      if (tab === "dead-letters") button.hidden = !admin;
+      const selected = tab === this.tab;
+      button.setAttribute("aria-selected", selected ? "true" : "false");
+      button.tabIndex = selected ? 0 : -1;
+      button.classList.toggle("is-active", selected);
+    }
+    this.renderBadges();
+  }
+
+  renderBadges() {
+    const fresh = this.$("tab-map-badge");
+    fresh.hidden = this.unseenNew === 0 || this.tab === "map";
+    fresh.textContent = String(this.unseenNew);
+    fresh.title = t("nav.new_incidents", { n: this.unseenNew });
+    const depots = this.boards.depots.data;
+    const low = depots ? this.depotWarnings(depots) : 0;
+    const warn = this.$("tab-depots-badge");
+    warn.hidden = low === 0;
+    warn.textContent = String(low);
+    warn.title = t("nav.depot_warnings", { n: low });
+  }
+
+  bindBoards() {
+    this.$("units-filter-status").addEventListener("change", (e) => {
+      this.boards.units.filter = e.target.value;
+      this.renderUnitsBoard(null);
+    });
+    this.$("units-rows").addEventListener("click", (e) => {
+      const link = e.target.closest("button[data-incident-id]");
+      if (!link) return;
+      this.setTab("map");
+      this.select(link.dataset.incidentId, true);
+    });
+    this.$("depots-refresh").addEventListener("click", () => this.loadDepots());
+    this.$("dashboard-refresh").addEventListener("click", () => this.loadDashboard());
+    this.$("dead-letters-refresh").addEventListener("click", () => this.loadDeadLetters());
+    this.$("dashboard-period").addEventListener("change", (e) => {
+      this.boards.dashboard.days = Number(e.target.value) || DEFAULT_PERIOD;
+      this.loadDashboard();
+    });
+    let resizeTimer = null;
+    window.addEventListener("resize", () => {
+      clearTimeout(resizeTimer);
+      // Charts are drawn to their box's width (so text keeps its size): redraw once the resize settles.
+      resizeTimer = setTimeout(() => {
+        if (this.tab === "dashboard" && this.$("dashboard").clientWidth !== this.boards.dashboard.width) this.renderDashboard();
+      }, 150);
+    });
+    this.renderPeriods();
+  }
+
+  renderPeriods() {
+    const select = this.$("dashboard-period");
+    select.replaceChildren(...DASHBOARD_PERIODS.map((n) => el("option", {
+      value: String(n), text: n === 1 ? t("dash.period_day") : t("dash.period_days", { n }),
+    })));
+    select.value = String(this.boards.dashboard.days);
+  }
+
+  /** Forget what the last user's boards showed (another user may sign in next). */
+  clearBoards() {
+    const b = this.boards;
+    clearTimeout(b.depots.timer);
+    b.depots = { data: null, resp: null, loading: false, at: 0, gen: b.depots.gen + 1, timer: null };
+    b.dashboard = { kind: null, district: null, resp: null, loading: false, at: 0, gen: b.dashboard.gen + 1, days: b.dashboard.days, width: 0 };
+    b.dead = { data: null, resp: null, loading: false, at: 0, gen: b.dead.gen + 1 };
+    this.$("depots-board").replaceChildren();
+    this.$("dashboard").replaceChildren();
+    this.$("dead-letters-rows").replaceChildren();
+    this.renderBadges();
+  }
+
+  relabelBoards() {
+    this.renderPeriods();
+    if (this.view !== "console") return;
+    this.renderUnitsBoard(null);
+    this.renderDepots();
+    this.renderDashboard();
+    this.renderDeadLetters();
+  }
+
+  /**
+   * GET `path` for a board: stale answers (a newer fetch, a sign-out) are dropped,
+   * 401 signs out; returns the response, or null when it no longer matters.
+   */
+  async fetchBoard(board, path, render) {
+    const gen = ++board.gen;
+    board.loading = true;
+    render();
+    const resp = await this.api.request("GET", path);
+    if (gen !== board.gen || this.view !== "console") return null;
+    board.loading = false;
+    board.at = Date.now();
+    if (resp.status === 401) {
+      this.showLogin(t("login.expired"));
+      return null;
+    }
+    board.resp = resp;
+    return resp;
+  }
+
+  /** "Loading…", the failure in the server's words, or when it was updated. */
+  boardStatus(node, board, everyMs) {
+    const failed = board.resp && !(board.resp.status === 200 && board.resp.body && typeof board.resp.body === "object");
+    node.classList.toggle("is-error", Boolean(failed));
+    if (board.loading && !board.at) node.textContent = t("board.loading");
+    else if (failed) {
+      node.textContent = t("board.failed", {
+        message: board.resp.status === 0 ? t("detail.network") : errorMessage(board.resp.body, "action.failed"),
+      });
+    } else if (board.at) node.textContent = t("board.updated_auto", { time: fmtTime(new Date(board.at).toISOString()), n: everyMs / 1000 });
+    else node.textContent = "";
+  }
+
+  /** A vocabulary value as a span: translated when we know it, else the raw value, marked as data. */
+  vocab(group, value, cls) {
+    const known = value !== null && value !== undefined && value !== "" && has(`${group}.${value}`);
+    return el("span", { class: cls, translate: known ? undefined : "no", text: label(group, value) });
+  }
+
+  // ---- units board ----
+
+  positionMaxAgeMs() {
+    const s = this.config ? Number(this.config.position_max_age_s) : NaN;
+    return (s > 0 ? s : DEFAULT_POSITION_MAX_AGE_S) * 1000;
+  }
+
+  /** Rows in call-sign order (natural: "Engine 2" before "Engine 10"), filtered by status; rows reused. */
+  renderUnitsBoard(changed) {
+    const b = this.boards.units;
+    if (this.tab !== "units") {
+      b.dirty = true;
+      return;
+    }
+    if (b.dirty) changed = null;
+    b.dirty = false;
+    const all = [...this.state.units.values()].sort((x, y) =>
+      String(x.callsign ?? x.id).localeCompare(String(y.callsign ?? y.id), undefined, { numeric: true })
+      || String(x.id).localeCompare(String(y.id)));
+    const shown = b.filter ? all.filter((u) => u.status === b.filter) : all;
+    const body = this.$("units-rows");
+    const now = Date.now();
+    const keep = new Set();
+    let cursor = body.firstChild;
+    for (const unit of shown) {
+      keep.add(unit.id);
+      let tr = b.rows.get(unit.id);
+      if (!tr) {
+        tr = el("tr", { class: "unit-row" });
+        b.rows.set(unit.id, tr);
+        this.fillUnitRow(tr, unit, now);
+      } else if (changed === null || changed.has(unit.id)) {
+        this.fillUnitRow(tr, unit, now);
+      }
+      if (tr === cursor) cursor = cursor.nextSibling;
+      else body.insertBefore(tr, cursor);
+    }
+    while (cursor) {
+      const next = cursor.nextSibling;
+      cursor.remove();
+      cursor = next;
+    }
+    for (const id of [...b.rows.keys()]) if (!keep.has(id)) b.rows.delete(id);
+
+    // Summary, a count per status (also the filter's choices), and the empty state.
+    const counts = new Map();
+    for (const u of all) counts.set(u.status, (counts.get(u.status) || 0) + 1);
+    this.$("units-summary").textContent = b.filter
+      ? t("units.summary_filtered", { n: shown.length, total: all.length })
+      : t("units.summary", { n: all.length });
+    const statuses = [...new Set([...UNIT_STATUSES, ...counts.keys()])].filter((s) => s);
+    const chips = this.$("units-counts");
+    chips.replaceChildren(...statuses.filter((s) => counts.get(s)).map((s) => el("span", {
+      class: `status-chip us-${classToken(s, UNIT_STATUSES)}`, dataset: { status: s },
+    }, this.vocab("unit_status", s, "chip-label"), el("span", { class: "chip-count", text: String(counts.get(s)) }))));
+    const select = this.$("units-filter-status");
+    select.replaceChildren(el("option", { value: "", text: t("units.all_statuses") }),
+      ...statuses.map((s) => el("option", { value: s, text: label("unit_status", s) })));
+    select.value = b.filter;
+    const empty = this.$("units-empty");
+    empty.hidden = shown.length > 0;
+    empty.textContent = b.filter ? t("units.empty_filtered") : t("units.empty");
+    this.$("units-board").hidden = shown.length === 0;
+  }
+
+  fillUnitRow(tr, unit, now) {
+    const status = String(unit.status ?? "");
+    tr.dataset.unitId = unit.id;
+    tr.dataset.status = status;
+    const d = unit.dispatch && typeof unit.dispatch === "object" && unit.dispatch.id !== undefined ? unit.dispatch : null;
+    tr.dataset.dispatchId = d ? String(d.id) : "";
+    const cell = (key, ...children) => el("td", { class: `col-${key}`, dataset: { label: t(`units.col.${key}`) } }, ...children);
+    let dispatch = el("span", { class: "unit-dispatch-none", text: t("field.none") });
+    if (d) {
+      const incidentId = String(d.incident_id ?? "");
+      const inc = this.state.incidents.get(incidentId);
+      dispatch = el("span", { class: "unit-dispatch" },
+        el("button", { type: "button", class: "btn btn-link unit-dispatch-link", dataset: { incidentId } },
+          t("units.dispatch_incident", { id: incidentId }),
+          inc && inc.title ? el("span", { class: "unit-dispatch-title", translate: "no", text: ` ${inc.title}` }) : null),
+        el("span", { class: `dispatch-status ds-${classToken(d.status, DISPATCH_STATUSES)}`, text: label("dispatch_status", d.status) }));
+    }
+    const positionMs = timeOf(unit.position_at);
+    const age = positionMs
+      ? el("span", { class: "unit-age", dataset: { positionAt: String(positionMs) } })
+      : el("span", { class: "unit-age is-none", text: t("units.no_position") });
+    tr.replaceChildren(
+      cell("unit",
+        el("span", { class: "unit-callsign", translate: "no", text: String(unit.callsign ?? unit.id) }),
+        el("span", { class: "unit-id", translate: "no", text: String(unit.id) })),
+      cell("type", this.vocab("unit_type", unit.type, "unit-type")),
+      cell("status", el("span", { class: `unit-status us-${classToken(status, UNIT_STATUSES)}` }, this.vocab("unit_status", status, ""))),
+      cell("dispatch", dispatch),
+      cell("position", age, el("span", { class: "stale-badge", hidden: true, text: t("units.stale"),
+        title: t("units.stale_title", { n: Math.round(this.positionMaxAgeMs() / 60000) }) })),
+      cell("district", el("span", { translate: "no", text: this.districtLabel(unit.district) })));
+    if (positionMs) this.paintAge(tr, now);
+  }
+
+  paintAge(tr, now) {
+    const node = tr.querySelector(".unit-age[data-position-at]");
+    if (!node) return;
+    const at = Number(node.dataset.positionAt);
+    node.textContent = formatAge(at, now);
+    const stale = now - at > this.positionMaxAgeMs();
+    node.classList.toggle("is-stale", stale);
+    tr.querySelector(".stale-badge").hidden = !stale;
+  }
+
+  /** Position ages tick every second while the board is on screen. */
+  tickUnits(now) {
+    for (const tr of this.boards.units.rows.values()) this.paintAge(tr, now);
+  }
+
+  // ---- depots board ----
+
+  async loadDepots() {
+    const b = this.boards.depots;
+    clearTimeout(b.timer);
+    b.timer = null;
+    const resp = await this.fetchBoard(b, "/api/depots", () => this.renderDepotsStatus());
+    if (!resp) return;
+    if (resp.status === 200 && resp.body && Array.isArray(resp.body.depots)) b.data = resp.body.depots;
+    this.renderDepots();
+  }
+
+  /** Supplies move with dispatches: refetch shortly after one, if the board is on screen (it refetches when opened anyway). */
+  depotsMayHaveChanged() {
+    const b = this.boards.depots;
+    if (this.tab !== "depots" || b.timer) return;
+    b.timer = setTimeout(() => this.loadDepots(), DEPOTS_AFTER_DISPATCH_MS);
+  }
+
+  minimums() {
+    return this.config && this.config.stock_minimums && typeof this.config.stock_minimums === "object"
+      ? this.config.stock_minimums : {};
+  }
+
+  depotWarnings(depots) {
+    const today = utcDate(Date.now());
+    return depots.filter((d) => depotStock(d, this.minimums(), today).warnings > 0).length;
+  }
+
+  renderDepotsStatus() {
+    this.boardStatus(this.$("depots-status"), this.boards.depots, DEPOTS_EVERY_MS);
+  }
+
+  renderDepots() {
+    const b = this.boards.depots;
+    this.renderDepotsStatus();
+    const severity = this.config && this.config.stock_reference_severity ? this.config.stock_reference_severity : "Severe";
+    this.$("depots-rule").textContent = t("depots.rule", { severity: label("severity", severity) });
+    const board = this.$("depots-board");
+    if (!b.data) {
+      board.replaceChildren();
+      this.$("depots-summary").textContent = "";
+      return;
+    }
+    const today = utcDate(Date.now());
+    const minimums = this.minimums();
+    const cards = b.data.map((depot) => ({ depot, ...depotStock(depot, minimums, today) }));
+    // Depots that need attention first, then by id.
+    cards.sort((x, y) => ((y.warnings > 0) - (x.warnings > 0)) || String(x.depot.id).localeCompare(String(y.depot.id)));
+    const low = cards.filter((c) => c.warnings > 0).length;
+    this.$("depots-summary").textContent = t("depots.summary", { n: cards.length, low });
+    if (!cards.length) {
+      board.replaceChildren(el("p", { class: "board-empty", text: t("depots.empty") }));
+      this.renderBadges();
+      return;
+    }
+    board.replaceChildren(...cards.map(({ depot, items, warnings }) => {
+      const flag = warnings
+        ? el("span", { class: "depot-flag is-warn", text: warnings === 1 ? t("depots.warning_one") : t("depots.warnings", { n: warnings }) })
+        : el("span", { class: "depot-flag", text: t("depots.all_ok") });
+      const head = el("div", { class: "depot-head" },
+        el("h3", { class: "depot-name", translate: "no", text: String(depot.name ?? depot.id) }),
+        el("span", { class: "depot-meta", translate: "no", text: `${depot.id} · ${this.districtLabel(depot.district)}` }),
+        flag);
+      let body;
+      if (!items.length) {
+        body = el("p", { class: "board-empty", text: t("depots.no_stock") });
+      } else {
+        const th = (key) => el("th", { scope: "col", text: t(`depots.col.${key}`) });
+        const unitOf = (s) => this.vocab("supply_unit", s.unit, "stock-unit");
+        body = el("table", { class: "stock-table" },
+          el("thead", {}, el("tr", {}, th("item"), th("quantity"), th("minimum"), th("expires"), th("state"))),
+          el("tbody", {}, ...items.map((s) => el("tr", { class: `stock-item lvl-${s.level}`, dataset: { item: String(s.item), level: s.level } },
+            el("td", { class: "stock-name" }, this.vocab("supply_item", s.item, "")),
+            el("td", { class: "num" }, `${s.quantity ?? ""} `, unitOf(s)),
+            el("td", { class: "num" }, s.minimum === null ? t("field.none") : `${s.minimum} `, s.minimum === null ? null : unitOf(s)),
+            el("td", { class: "stock-expires", text: s.expires_on ? String(s.expires_on) : t("field.none") }),
+            el("td", {}, el("span", { class: `level-badge lvl-${s.level}`, text: t(`depots.level.${s.level}`) }))))));
+      }
+      return el("section", { class: `depot${warnings ? " has-warnings" : ""}`, dataset: { depotId: String(depot.id), low: warnings ? "true" : "false" } }, head, body);
+    }));
+    this.renderBadges();
+  }
+
+  // ---- dashboard ----
+
+  async loadDashboard() {
+    const b = this.boards.dashboard;
+    const gen = ++b.gen;
+    b.loading = true;
+    this.renderDashboardStatus();
+    const now = Date.now();
+    // Counts by kind come with the kind grouping, counts by district need their own.
+    const [kind, district] = await Promise.all([
+      this.api.request("GET", statsPath(b.days, now, "kind")),
+      this.api.request("GET", statsPath(b.days, now, "district")),
+    ]);
+    if (gen !== b.gen || this.view !== "console") return;
+    b.loading = false;
+    b.at = Date.now();
+    if (kind.status === 401 || district.status === 401) {
+      this.showLogin(t("login.expired"));
+      return;
+    }
+    const ok = (r) => r.status === 200 && r.body && typeof r.body === "object";
+    b.resp = ok(kind) ? district : kind;
+    if (ok(kind) && ok(district)) {
+      b.kind = kind.body;
+      b.district = district.body;
+    }
+    this.renderDashboard();
+  }
+
+  renderDashboardStatus() {
+    this.boardStatus(this.$("dashboard-status"), this.boards.dashboard, DASHBOARD_EVERY_MS);
+  }
+
+  renderDashboard() {
+    const b = this.boards.dashboard;
+    this.renderDashboardStatus();
+    const root = this.$("dashboard");
+    root.dataset.state = b.loading && !b.kind ? "loading" : (b.resp && b.resp.status !== 200 ? "error" : (b.kind ? "ready" : "idle"));
+    if (!b.kind || !b.district || this.tab !== "dashboard") {
+      if (!b.kind) root.replaceChildren();
+      return;
+    }
+    const stats = b.kind;
+    const rows = responseRows(stats);
+    const count = Number(stats.count) || 0;
+    const goal = Math.round((Number(stats.targets && stats.targets.goal) || 0.9) * 100);
+
+    const statusChips = el("div", { class: "status-chips" },
+      ...Object.entries(stats.by_status || {}).map(([s, n]) => el("span", { class: "status-chip", dataset: { status: s } },
+        this.vocab("status", s, "chip-label"), el("span", { class: "chip-count", text: String(n) }))));
+    const summary = el("div", { class: "dash-card dash-summary" },
+      el("p", { class: "dash-count", text: count === 1 ? t("dash.count_one") : t("dash.count", { n: count }) }),
+      count ? statusChips : el("p", { class: "board-empty", text: t("dash.empty") }));
+
+    const slaCards = el("div", { class: "sla-cards" }, ...rows.map((r) => {
+      const met = r.met === null ? "none" : String(r.met);
+      const head = r.fraction === null
+        ? t("dash.sla_none")
+        : t("dash.sla_within", { pct: Math.round(r.fraction * 100), target: t("dash.seconds", { n: r.target }) });
+      return el("div", { class: `sla-card met-${met}`, dataset: { sla: r.key, met } },
+        el("h3", { class: "sla-name", text: t(`dash.sla.${r.key}`) }),
+        el("p", { class: "sla-figure", text: head }),
+        r.measured ? el("p", { class: "sla-measured", text: t("dash.sla_measured", { within: r.within, measured: r.measured }) }) : null,
+        r.met === null ? null : el("span", { class: "sla-verdict", text: r.met ? t("dash.sla_met") : t("dash.sla_missed") }),
+        r.breaches.length
+          ? el("p", { class: "sla-breaches", text: t("dash.breaches", { list: r.breaches.slice(0, 10).map((id) => `#${id}`).join(", ") + (r.breaches.length > 10 ? " …" : "") }) })
+          : null);
+    }));
+
+    const holder = (name, titleKey, note) => el("section", { class: `dash-card dash-chart`, dataset: { chartHolder: name } },
+      el("h3", { class: "dash-heading", text: t(titleKey) }), note ? el("p", { class: "board-note", text: note }) : null);
+    const response = holder("response", "dash.response_title", t("dash.response_note", { goal }));
+    const byKind = holder("kind", "dash.by_kind");
+    const byDistrict = holder("district", "dash.by_district");
+    root.replaceChildren(summary, slaCards, response, byKind, byDistrict, this.metricsTable(stats));
+    b.width = root.clientWidth;
+
+    // Charts are drawn to their card's inner width, so their text stays the page's size.
+    const widthOf = (node) => Math.max(260, Math.floor(node.clientWidth - 2 * (parseFloat(getComputedStyle(node).paddingLeft) || 0)));
+    response.append(this.responseChart(rows, widthOf(response)), this.responseLegend());
+    const kindRows = countRows(stats.groups).map((r) => ({
+      key: r.key ?? "", value: r.count,
+      label: r.others ? t("dash.others", { n: r.others }) : label("kind", r.key),
+      raw: !r.others && !has(`kind.${r.key}`),
+    }));
+    byKind.append(this.barChart("kind", kindRows, widthOf(byKind)));
+    const districtRows = countRows(b.district.groups).map((r) => ({
+      key: r.key ?? "", value: r.count,
+      label: r.others ? t("dash.others", { n: r.others }) : (r.key === null ? t("dash.no_district") : this.districtLabel(r.key)),
+      raw: !r.others && r.key !== null, // a place name, as the data spells it
+    }));
+    byDistrict.append(this.barChart("district", districtRows, widthOf(byDistrict)));
+  }
+
+  metricsTable(stats) {
+    const metrics = stats.overall && stats.overall.metrics ? stats.overall.metrics : {};
+    const secs = (v) => (v === null || v === undefined ? t("field.none") : t("dash.seconds", { n: Math.round(Number(v)) }));
+    const th = (key) => el("th", { scope: "col", class: key === "metric" ? undefined : "num", text: t(`dash.col.${key}`) });
+    return el("section", { class: "dash-card dash-metrics" },
+      el("h3", { class: "dash-heading", text: t("dash.metrics_title") }),
+      el("table", { class: "board-table metrics-table" },
+        el("thead", {}, el("tr", {}, th("metric"), th("count"), th("p50"), th("p90"))),
+        el("tbody", {}, ...Object.entries(metrics).map(([name, m]) => el("tr", { dataset: { metric: name } },
+          el("td", {}, this.vocab("metric", name, "")),
+          el("td", { class: "num", text: String(m && m.count !== undefined ? m.count : 0) }),
+          el("td", { class: "num", text: secs(m && m.p50) }),
+          el("td", { class: "num", text: secs(m && m.p90) }))))));
+  }
+
+  /**
+   * Horizontal bars, one per row, on a shared 0..nice-max axis: plain SVG built
+   * with DOM calls (no library, nothing for a strict CSP to refuse).
+   * Hooks: svg.chart[data-chart], rect.bar[data-key][data-value].
+   */
+  barChart(name, rows, width) {
+    const rowH = 26;
+    const barH = 16;
+    const top = 6;
+    const axisH = 22;
+    const labelW = Math.round(Math.min(180, Math.max(90, width * 0.32)));
+    const valueW = 40;
+    const plotW = Math.max(60, width - labelW - valueW - 10);
+    const scale = niceScale(Math.max(0, ...rows.map((r) => r.value)), { ticks: Math.max(2, Math.floor(plotW / 60)), integer: true });
+    const height = top + Math.max(1, rows.length) * rowH + axisH;
+    const chart = svgEl("svg", { class: `chart chart-${name}`, "data-chart": name, viewBox: `0 0 ${width} ${height}`, width, height, role: "img" });
+    this.axis(chart, scale, labelW, plotW, top, top + Math.max(1, rows.length) * rowH, height - 6, (v) => String(v));
+    rows.forEach((r, i) => {
+      const y = top + i * rowH;
+      const w = scaleLength(r.value, scale.max, plotW);
+      chart.append(svgEl("g", { class: "bar-row" },
+        svgEl("title", { text: `${r.label}: ${r.value}` }),
+        svgEl("text", { class: "bar-label", x: labelW - 8, y: y + rowH / 2, "text-anchor": "end", "dominant-baseline": "central",
+          translate: r.raw ? "no" : undefined, text: fitLabel(r.label, Math.floor((labelW - 10) / 7)) }),
+        svgEl("rect", { class: "bar", x: labelW, y: y + (rowH - barH) / 2, width: w, height: barH, rx: 2, "data-key": r.key, "data-value": r.value }),
+        svgEl("text", { class: "bar-value", x: labelW + w + 5, y: y + rowH / 2, "dominant-baseline": "central", text: String(r.value) })));
+    });
+    return chart;
+  }
+
+  /** Grid lines and tick labels of a horizontal axis from x0 over `plotW`. */
+  axis(chart, scale, x0, plotW, y1, y2, labelY, format) {
+    for (const v of scale.ticks) {
+      const x = x0 + scaleLength(v, scale.max, plotW);
+      chart.append(
+        svgEl("line", { class: v === 0 ? "axis" : "grid", x1: x, x2: x, y1: y1 - 2, y2 }),
+        svgEl("text", { class: "tick", x, y: labelY, "text-anchor": "middle", text: format(v) }));
+    }
+  }
+
+  /**
+   * Response times: per SLA target its interval's p50 and p90 bars, each drawn
+   * against its own target, so the red target line is the same 100 % mark on
+   * every row: a 60 s and a 240 s target share one chart and each reads at a
+   * glance (on one seconds axis the short one would be a sliver). The bars are
+   * labelled in seconds.
+   * Hooks: svg.chart[data-chart=response] g[data-sla] with rect.bar[data-stat=p50|p90][data-value] and line.target[data-target].
+   */
+  responseChart(rows, width) {
+    const rowH = 44;
+    const barH = 13;
+    const top = 8;
+    const axisH = 22;
+    const labelW = Math.round(Math.min(180, Math.max(90, width * 0.3)));
+    const valueW = 52;
+    const plotW = Math.max(60, width - labelW - valueW - 10);
+    const ratio = (value, r) => (value === null || !(r.target > 0) ? null : value / r.target);
+    const ratios = rows.flatMap((r) => [ratio(r.p50, r), ratio(r.p90, r)]).filter((v) => v !== null);
+    // At least a little past the target, so the line never sits on the chart's edge.
+    const scale = niceScale(Math.max(1.2, ...ratios), { ticks: Math.max(2, Math.floor(plotW / 70)) });
+    const height = top + Math.max(1, rows.length) * rowH + axisH;
+    const chart = svgEl("svg", { class: "chart chart-response", "data-chart": "response", viewBox: `0 0 ${width} ${height}`, width, height, role: "img" });
+    const secs = (v) => t("dash.seconds", { n: Math.round(v) });
+    this.axis(chart, scale, labelW, plotW, top, top + Math.max(1, rows.length) * rowH, height - 6, (v) => `${Math.round(v * 100)}%`);
+    rows.forEach((r, i) => {
+      const y = top + i * rowH;
+      const g = svgEl("g", { class: "response-row", "data-sla": r.key },
+        svgEl("text", { class: "bar-label", x: labelW - 8, y: y + rowH / 2, "text-anchor": "end", "dominant-baseline": "central",
+          text: fitLabel(t(`dash.sla.${r.key}`), Math.floor((labelW - 10) / 7)) }));
+      [["p50", r.p50, y + 6], ["p90", r.p90, y + 6 + barH + 4]].forEach(([stat, value, by]) => {
+        const share = ratio(value, r);
+        if (share === null) return;
+        const w = scaleLength(share, scale.max, plotW);
+        g.append(
+          svgEl("rect", { class: `bar bar-${stat}`, x: labelW, y: by, width: w, height: barH, rx: 2, "data-stat": stat, "data-value": value }),
+          svgEl("text", { class: "bar-value", x: labelW + w + 5, y: by + barH / 2, "dominant-baseline": "central", text: secs(value) }));
+      });
+      if (r.target > 0) {
+        const x = labelW + scaleLength(1, scale.max, plotW);
+        g.append(
+          svgEl("line", { class: "target", x1: x, x2: x, y1: y + 2, y2: y + rowH - 4, "data-target": r.target }),
+          svgEl("text", { class: "target-label", x: x + 4, y: y + 2, "dominant-baseline": "hanging", text: secs(r.target) }));
+      }
+      chart.append(g);
+    });
+    return chart;
+  }
+
+  responseLegend() {
+    const item = (cls, key) => el("span", { class: "legend-item" }, el("span", { class: `legend-swatch ${cls}` }), t(key));
+    return el("p", { class: "chart-legend" },
+      item("sw-p50", "dash.legend_p50"), item("sw-p90", "dash.legend_p90"), item("sw-target", "dash.legend_target"));
+  }
+
+  // ---- rejected messages (administrators) ----
+
+  async loadDeadLetters() {
+    if (this.role !== "admin") return; // the server would say 403; the tab is not shown anyway
+    const b = this.boards.dead;
+    const resp = await this.fetchBoard(b, `/api/dead-letters?limit=${DEAD_LETTERS_LIMIT}`, () => this.renderDeadLettersStatus());
+    if (!resp) return;
+    if (resp.status === 200 && resp.body && Array.isArray(resp.body.dead_letters)) b.data = resp.body.dead_letters;
+    this.renderDeadLetters();
+  }
+
+  renderDeadLettersStatus() {
+    this.boardStatus(this.$("dead-letters-status"), this.boards.dead, DEAD_LETTERS_EVERY_MS);
+  }
+
+  renderDeadLetters() {
+    const b = this.boards.dead;
+    this.renderDeadLettersStatus();
+    const rows = b.data || [];
+    this.$("dead-letters-summary").textContent = b.data ? t("dead.summary", { n: rows.length }) : "";
+    const empty = this.$("dead-letters-empty");
+    empty.hidden = !b.data || rows.length > 0;
+    empty.textContent = t("dead.empty");
+    this.$("dead-letters").hidden = rows.length === 0;
+    const cell = (key, ...children) => el("td", { class: `col-${key}`, dataset: { label: t(`dead.col.${key}`) } }, ...children);
+    this.$("dead-letters-rows").replaceChildren(...rows.filter((r) => r && typeof r === "object").map((r) => {
+      const payload = String(r.payload ?? "");
+      const cut = payload.length > PAYLOAD_SHOWN;
+      return el("tr", { class: "dead-letter", dataset: { id: String(r.id ?? ""), source: String(r.source ?? "") } },
+        cell("time", fmtTime(r.received_at)),
+        cell("source", el("span", { translate: "no", text: String(r.source ?? "") })),
+        cell("topic", el("code", { translate: "no", text: String(r.topic ?? "") })),
+        // The reason is the server's own words (sensors/alarms.py, command/ingest.py).
+        cell("reason", el("span", { class: "dead-reason", translate: "no", text: String(r.reason ?? "") })),
+        cell("payload",
+          el("code", { class: "dead-payload", translate: "no", text: cut ? payload.slice(0, PAYLOAD_SHOWN) : payload }),
+          cut ? el("span", { class: "dead-more", text: t("dead.more", { n: payload.length - PAYLOAD_SHOWN }) }) : null,
+          el("span", { class: "dead-size", text: t("dead.size", { n: r.payload_size ?? payload.length }) })));
+    }));
+  }
+
   // ---- language ----
 
   relabel() {
@@ -1783,6 +2864,8 @@ class Console {
     this.renderUser();
     this.renderConnState();
     this.renderFilters();
+    this.renderNav();
+    this.relabelBoards();
     if (this.map) {
       this.buildLayersControl();
       this.buildLegend();
@@ -2670,6 +3753,8 @@ class Console {
 
 if (typeof window !== "undefined" && typeof document !== "undefined") {
   const start = () => {
+    // The field app (field.html) imports this module for its parts; only the console page boots a console.
+    if (!document.getElementById("console-view")) return;
     if (typeof L === "undefined") {
       setLang(detectLang(safeStorage(), navigator.languages || [navigator.language]), null);
       document.body.textContent = t("msg.leaflet_missing");
@@ -2685,3 +3770,5 @@ if (typeof window !== "undefined" && typeof document !== "undefined") {
 }
 
 export { LANGS };
+// The browser-edge parts the field app (static/field.js) shares with the console.
+export { Api, Feed, Beeper, el, fmtTime, fmtCoords, safeStorage, errorMessage, hasPosition };
