@@ -1,6 +1,7 @@
 """Wiring: one cleanup context per resource, started in order, torn down in reverse.
 
-    pool -> hub + feed -> liveness, deadlines -> MQTT session + ingest -> unit order delivery
+    pool -> hub + feed -> liveness, outbox retention, deadlines
+         -> MQTT session + ingest -> unit order delivery
 
 Shutdown therefore stops taking messages first (acks stop; the broker keeps
 what we did not acknowledge), then stops the feed, then the pool. Consoles
@@ -19,7 +20,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from command import db
+from command import accounts, db
 from command import web as routes
 from command.admin_api import add_admin_routes
 from command.correlation import parse_rules
@@ -27,16 +28,21 @@ from command.deadlines import watch_deadlines
 from command.delivery import Delivery
 from command.dispatch_api import add_dispatch_routes
 from command.feed import Feed
+from command.field_api import add_field_routes
+from command.guard import install as install_guard
+from command.guard import security_ctx
 from command.hub import Hub
 from command.ingest import Ingest
 from command.keys import DELIVERY, HUB, METRICS, MQTT, PLANS, POOL, SETTINGS
 from command.metrics import Metrics
+from command.outbox import prune_events
 from command.settings import Settings
 from command.stats_api import add_stats_routes
 from command.store import mark_silent_sensors
+from command.users_api import add_user_routes
 from dispatch.plans import parse_plans
 from sensors.mqtt import MqttSession
-from sensors.topics import SUBSCRIPTIONS
+from sensors.topics import shared_subscriptions
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +86,19 @@ async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def feed_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    assert settings.database_url is not None
-    feed = Feed(app[POOL], settings.database_url, app[HUB])
+    assert settings.direct_url is not None
+    feed = Feed(app[POOL], settings.direct_url, app[HUB], application_name=settings.feed_application_name)
     await feed.start_position()
     task = _spawn("feed", supervise("feed", feed.run))
+    pool = app[POOL]
+
+    async def live_sessions(hashes: list[bytes]) -> set[bytes]:
+        async with pool.acquire() as conn:
+            return await accounts.live_sessions(conn, hashes, datetime.now(UTC))
+
+    sweep = _spawn("ws-sessions", supervise("ws-sessions", lambda: app[HUB].sweep(live_sessions)))
     yield
+    await _stop(sweep)
     await _stop(task)
 
 
@@ -114,6 +128,32 @@ async def liveness_ctx(app: web.Application) -> AsyncIterator[None]:
     await _stop(task)
 
 
+RETENTION_INTERVAL_S = 60.0
+
+
+async def prune_outbox(pool: asyncpg.Pool, retention: timedelta) -> None:
+    """Keep the outbox (the consoles' replay window) to its retention period.
+
+    Every instance runs this; the deletes are idempotent, so it needs no lock.
+    """
+    while True:
+        try:
+            async with pool.acquire() as conn:
+                gone = await prune_events(conn, datetime.now(UTC) - retention)
+            if gone:
+                log.info("outbox: %d event(s) past retention deleted", gone)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("outbox pruning failed (%s); trying again later", exc)
+        await asyncio.sleep(RETENTION_INTERVAL_S)
+
+
+async def retention_ctx(app: web.Application) -> AsyncIterator[None]:
+    retention = timedelta(hours=app[SETTINGS].event_retention_h)
+    task = _spawn("retention", supervise("retention", lambda: prune_outbox(app[POOL], retention)))
+    yield
+    await _stop(task)
+
+
 async def deadlines_ctx(app: web.Application) -> AsyncIterator[None]:
     max_age = timedelta(seconds=app[SETTINGS].position_max_age_s)
     task = _spawn(
@@ -132,7 +172,7 @@ async def mqtt_ctx(app: web.Application) -> AsyncIterator[None]:
         username=target.username,
         password=target.password,
         client_id=settings.mqtt_client_id,
-        subscriptions=SUBSCRIPTIONS,
+        subscriptions=shared_subscriptions(settings.mqtt_share_group),
         session_expiry_s=settings.session_expiry_s,
         receive_maximum=settings.receive_maximum,
     )
@@ -172,13 +212,20 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
-    app[HUB] = Hub(queue_max=settings.client_queue_max)
+    app[HUB] = Hub(queue_max=settings.client_queue_max, heartbeat_s=settings.ws_heartbeat_s)
     # Validated at start-up: a bad plans file stops the server, not a commander's click.
     app[PLANS] = parse_plans(settings.plans_path.read_text())
-    app.cleanup_ctx.extend([pool_ctx, feed_ctx, liveness_ctx, deadlines_ctx, mqtt_ctx, delivery_ctx])
+    app.cleanup_ctx.extend(
+        [pool_ctx, security_ctx, feed_ctx, liveness_ctx, retention_ctx, deadlines_ctx, mqtt_ctx, delivery_ctx]
+    )
     app.on_shutdown.append(close_consoles)
     routes.add_routes(app)
     add_admin_routes(app)
     add_dispatch_routes(app)
+    add_field_routes(app)
     add_stats_routes(app)
+    add_user_routes(app)
+    # Last: the route table's checks, audit, headers and /api/openapi.json;
+    # refuses production mode with weak settings (command/guard.py).
+    install_guard(app)
     return app

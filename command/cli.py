@@ -7,10 +7,14 @@
     emergency seed-demo   load the synthetic demo city
     emergency simulate    publish simulated alarms and unit movements
     emergency users add   create an account
-    emergency sensors add register a sensor
+    emergency sensors add register a sensor and issue its MQTT login
+    emergency sensors|units|cap credentials ID...  new MQTT logins (rotation)
+    emergency mqtt accounts|revoke               the private broker's accounts
     emergency import KIND FILE   load units, depots, stock, hazards, sites, districts,
                           sensors (CSV or GeoJSON) or roads (.osm, .osm.pbf)
     emergency export KIND FILE   write them back out
+    emergency drain-session NAME store what the broker kept for a retired
+                          instance, then end its MQTT session
 
 Settings come from the environment (see command/settings.py). Commands other
 than ``up`` use the configured URLs, or the private instances ``up`` started
@@ -29,6 +33,7 @@ import secrets
 import signal
 import sys
 from collections.abc import Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -37,12 +42,21 @@ import asyncpg
 from aiohttp import web
 from shapely.geometry import Point
 
-from command import accounts, db
+from command import accounts, audit, db, db_roles
 from command.app import create_app
+from command.broker_accounts import Role
+from command.broker_cli import add_broker_commands, issue, usernames
 from command.import_cli import add_import_commands
 from command.migrations import MigrationError, migrate
-from command.services import PG_DATABASE, PG_USER, EmbeddedMosquitto, EmbeddedPostgres, ServiceError
-from command.settings import Settings, load
+from command.services import (
+    PG_DATABASE,
+    PG_USER,
+    EmbeddedMosquitto,
+    EmbeddedPostgres,
+    ServiceError,
+    embedded_mqtt_url,
+)
+from command.settings import MqttTarget, Settings, load
 
 log = logging.getLogger("emergency")
 
@@ -57,8 +71,8 @@ def _embedded_urls(settings: Settings) -> tuple[str | None, str | None]:
         port = int((pg_dir / "port").read_text())
         password = (pg_dir / "password").read_text().strip()
         database = f"postgresql://{PG_USER}:{quote(password, safe='')}@127.0.0.1:{port}/{PG_DATABASE}"
-    with contextlib.suppress(OSError, ValueError):
-        mqtt = f"mqtt://127.0.0.1:{int((mq_dir / 'port').read_text())}"
+    # The broker wants a login: the server account's, kept beside its port.
+    mqtt = embedded_mqtt_url(mq_dir)
     return database, mqtt
 
 
@@ -79,7 +93,9 @@ async def _connect(url: str) -> asyncpg.Connection:
     return conn
 
 
-async def _migrate(url: str) -> None:
+async def _migrate(url: str, server_url: str | None = None) -> None:
+    """Migrate as the owner (``url``); then grant the server's role
+    (``server_url``'s user, when another) its privileges (command/db_roles.py)."""
     conn = await asyncpg.connect(url)
     try:
         applied = await migrate(conn)
@@ -89,6 +105,21 @@ async def _migrate(url: str) -> None:
         log.info("applied migration %s", name)
     if not applied:
         log.info("database schema is up to date")
+    await db_roles.grant_after_migrate(url, server_url)
+
+
+def _owner_url(settings: Settings) -> str:
+    """Who migrates: EMERGENCY_MIGRATE_DATABASE_URL, else the direct URL."""
+    url = settings.migrate_database_url or settings.direct_url
+    assert url is not None
+    return url
+
+
+async def _as_app_role(settings: Settings, owner_url: str) -> Settings:
+    """For the embedded cluster: the server connects as its own DML-only role,
+    not as the cluster's owner; the owner's URL stays for HTTP road imports."""
+    app_url = await db_roles.ensure_embedded_app_role(owner_url, settings.data_dir / "pg")
+    return replace(settings, database_url=app_url, direct_database_url=None, migrate_database_url=owner_url)
 
 
 def _read_logins(path: Path) -> dict[str, str]:
@@ -135,6 +166,7 @@ async def _seed_demo(url: str, data_dir: Path) -> dict[str, str]:
                 password=password,
                 role=role,
                 unit_id=field_unit if role == "field" else None,
+                demo=True,
             )
             logins[role] = password
     finally:
@@ -143,8 +175,17 @@ async def _seed_demo(url: str, data_dir: Path) -> dict[str, str]:
     return logins
 
 
-async def _serve(settings: Settings, *, simulate_rate: float | None = None, banner: str = "") -> None:
-    """Run the server (and optionally the simulator) until cancelled, then shut down gracefully."""
+async def _serve(
+    settings: Settings,
+    *,
+    simulate_rate: float | None = None,
+    simulator_mqtt: MqttTarget | None = None,
+    banner: str = "",
+) -> None:
+    """Run the server (and optionally the simulator) until cancelled, then shut down gracefully.
+
+    The simulator logs in as ``simulator_mqtt`` (default: the server's own login).
+    """
     app = create_app(settings)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=10)
     await runner.setup()
@@ -158,7 +199,7 @@ async def _serve(settings: Settings, *, simulate_rate: float | None = None, bann
             if simulate_rate:
                 from command.simulator import run_simulator
 
-                target = settings.mqtt
+                target = simulator_mqtt or settings.mqtt
                 assert settings.database_url is not None
                 group.create_task(
                     run_simulator(
@@ -177,13 +218,17 @@ async def _serve(settings: Settings, *, simulate_rate: float | None = None, bann
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
-    """asyncio.run with SIGTERM treated like Ctrl-C: cancel, then clean up."""
+    """asyncio.run with SIGTERM and SIGHUP treated like Ctrl-C: cancel, then clean up.
+
+    SIGHUP is what a closed terminal sends: without it the private services,
+    in sessions of their own, would outlive us.
+    """
 
     async def wrapper() -> None:
         task = asyncio.current_task()
         assert task is not None
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, task.cancel)
         with contextlib.suppress(asyncio.CancelledError):
             await main
@@ -193,8 +238,14 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
     started: list[EmbeddedPostgres | EmbeddedMosquitto] = []
+    # Until _run installs its own handlers, SIGTERM and SIGHUP (a closed
+    # terminal) interrupt like Ctrl-C, so the finally below stops what started.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.default_int_handler)
     try:
         database_url, mqtt_url = settings.database_url, settings.mqtt_url
+        embedded_database = database_url is None
+        simulator_mqtt = None
         if database_url is None:
             pg = EmbeddedPostgres(settings.data_dir / "pg")
             database_url = pg.start()
@@ -203,11 +254,20 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
             broker = EmbeddedMosquitto(settings.data_dir / "mosquitto")
             mqtt_url = broker.start()
             started.append(broker)
+            if args.simulate:
+                # The simulator plays every sensor and unit: an account of its
+                # own allowed just that, since the server's may not publish there.
+                simulator_mqtt = MqttTarget.from_url(broker.simulator_url())
         settings = settings.with_urls(database_url, mqtt_url)
 
         async def main() -> None:
-            await _migrate(database_url)
-            logins = await _seed_demo(database_url, settings.data_dir) if args.demo else {}
+            serving = settings
+            if embedded_database:
+                await _migrate(database_url)
+                serving = await _as_app_role(settings, database_url)
+            else:
+                await _migrate(_owner_url(settings), database_url if settings.migrate_database_url else None)
+            logins = await _seed_demo(_owner_url(settings), settings.data_dir) if args.demo else {}
             lines = [
                 "",
                 f"  Console:  http://{settings.http_host}:{settings.http_port}/",
@@ -218,7 +278,10 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
                 lines += [f"    {user:<11} {password}" for user, password in logins.items()]
             lines.append("  Ctrl-C stops everything.\n")
             await _serve(
-                settings, simulate_rate=args.rate if args.simulate else None, banner="\n".join(lines)
+                serving,
+                simulate_rate=args.rate if args.simulate else None,
+                simulator_mqtt=simulator_mqtt,
+                banner="\n".join(lines),
             )
 
         _run(main())
@@ -230,21 +293,38 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
+    embedded_database = settings.database_url is None
     settings = _resolved(settings)
 
     async def main() -> None:
-        assert settings.database_url is not None
-        await _migrate(settings.database_url)
-        await _serve(settings)
+        # Migrations hold a session advisory lock (one instance migrates at a
+        # time): a session of their own, like the feed's LISTEN.
+        owner = _owner_url(settings)
+        serving = settings
+        if embedded_database:
+            await _migrate(owner)
+            serving = await _as_app_role(settings, owner)
+        else:
+            await _migrate(owner, settings.database_url if settings.migrate_database_url else None)
+        await _serve(serving)
 
     _run(main())
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:
+    embedded_database = settings.database_url is None
     settings = _resolved(settings)
-    assert settings.database_url is not None
+
+    async def main() -> None:
+        owner = _owner_url(settings)
+        if embedded_database:
+            await _migrate(owner)
+            await _as_app_role(settings, owner)
+        else:
+            await _migrate(owner, settings.database_url if settings.migrate_database_url else None)
+
     try:
-        asyncio.run(_migrate(settings.database_url))
+        asyncio.run(main())
     except MigrationError as exc:
         raise SystemExit(f"emergency migrate: {exc}") from None
 
@@ -260,8 +340,17 @@ def cmd_seed_demo(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> None:
     from command.simulator import run_simulator
 
+    private_broker = settings.mqtt_url is None
     settings = _resolved(settings)
     target = settings.mqtt
+    if private_broker:
+        # The private broker gives the simulator an account of its own; with an
+        # external one, EMERGENCY_MQTT_URL must carry a login allowed to
+        # publish as the sensors and units (docs/operations.md).
+        try:
+            target = MqttTarget.from_url(EmbeddedMosquitto(settings.data_dir / "mosquitto").simulator_url())
+        except ServiceError as exc:
+            raise SystemExit(f"emergency simulate: {exc}") from None
     assert settings.database_url is not None
     _run(
         run_simulator(
@@ -273,6 +362,15 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> None:
             mqtt_password=target.password,
         )
     )
+
+
+def _os_user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
 
 
 def cmd_users_add(args: argparse.Namespace, settings: Settings) -> None:
@@ -289,14 +387,28 @@ def cmd_users_add(args: argparse.Namespace, settings: Settings) -> None:
         assert settings.database_url is not None
         conn = await _connect(settings.database_url)
         try:
-            return await accounts.add_user(
-                conn,
-                username=args.username,
-                password=password,
-                role=args.role,
-                unit_id=args.unit,
-                districts=args.district or None,
-            )
+            async with conn.transaction():
+                user_id = await accounts.add_user(
+                    conn,
+                    username=args.username,
+                    password=password,
+                    role=args.role,
+                    unit_id=args.unit,
+                    districts=args.district or None,
+                )
+                # The command line has no session: the operating-system user
+                # who ran it is the actor, and the address is this machine.
+                await audit.record(
+                    conn,
+                    action="cli.user_create",
+                    outcome="ok",
+                    actor=f"cli:{_os_user()}",
+                    role=None,
+                    address="local",
+                    target=f"user:{user_id}",
+                    detail={"username": args.username, "role": args.role, "unit_id": args.unit},
+                )
+                return user_id
         finally:
             await conn.close()
 
@@ -307,10 +419,36 @@ def cmd_users_add(args: argparse.Namespace, settings: Settings) -> None:
     print(f"user {args.username} ({args.role}) created with id {user_id}")
 
 
-def cmd_sensors_add(args: argparse.Namespace, settings: Settings) -> None:
+def cmd_drain_session(args: argparse.Namespace, settings: Settings) -> None:
+    from command.drain import DrainError, drain_session
+
     settings = _resolved(settings)
+    if args.share_group is not None:
+        try:
+            settings = replace(settings, mqtt_share_group=args.share_group)
+        except ValueError as exc:
+            raise SystemExit(f"emergency drain-session: {exc}") from None
+    try:
+        report = asyncio.run(drain_session(settings, args.name, idle_timeout=args.idle_timeout))
+    except ValueError as exc:
+        raise SystemExit(f"emergency drain-session: {exc}") from None
+    except DrainError as exc:
+        raise SystemExit(f"emergency drain-session: {exc}; the session is kept: run again") from None
+    if not report.session_present:
+        print(f"the broker held no session {report.client_id} (wrong name, or drained already); done")
+        return
+    print(
+        f"session {report.client_id}: {report.messages} messages stored ({report.alarms_stored} new alarms,"
+        f" {report.alarms_duplicate} already stored, {report.dead_letters} dead letters); session ended"
+    )
+
+
+def cmd_sensors_add(args: argparse.Namespace, settings: Settings) -> None:
+    configured, settings = settings, _resolved(settings)
     if (args.lat is None) != (args.lon is None):
         raise SystemExit("emergency sensors add: give both --lat and --lon, or neither")
+    # Refuse an id that cannot have an MQTT login before registering it.
+    usernames(Role.SENSOR, [args.id], "emergency sensors add")
     location = Point(args.lon, args.lat) if args.lat is not None else None
 
     async def main() -> None:
@@ -338,6 +476,7 @@ def cmd_sensors_add(args: argparse.Namespace, settings: Settings) -> None:
     except asyncpg.CheckViolationError:
         raise SystemExit("emergency sensors add: id must match [A-Za-z0-9_.:-]{1,64}") from None
     print(f"sensor {args.id} registered; it publishes to sensors/{args.id}/alarm")
+    issue(configured, Role.SENSOR, [args.id], "emergency sensors add")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -377,7 +516,7 @@ def parser() -> argparse.ArgumentParser:
     sensors = sub.add_parser("sensors", help="manage sensors").add_subparsers(
         dest="sensors_command", required=True
     )
-    sadd = sensors.add_parser("add", help="register a sensor")
+    sadd = sensors.add_parser("add", help="register a sensor and issue its MQTT login")
     sadd.add_argument("--id", required=True)
     sadd.add_argument(
         "--kind", required=True, help="smoke, gas, water_level, seismic, structural, air_quality, ..."
@@ -386,6 +525,28 @@ def parser() -> argparse.ArgumentParser:
     sadd.add_argument("--lat", type=float)
     sadd.add_argument("--lon", type=float)
     sadd.set_defaults(func=cmd_sensors_add)
+    add_broker_commands(sub, sensors)
+
+    drain = sub.add_parser(
+        "drain-session",
+        help="retire an instance: store what the broker queued in its MQTT session, then end it",
+        description="Connects once with the retired instance's MQTT client id, stores everything "
+        "the broker kept for it (in flight when it died, and its share of what came since), "
+        "and ends the session. Only for an instance that is stopped for good, while another "
+        "instance serves. See docs/scaling.md.",
+    )
+    drain.add_argument("name", help="the retired instance's EMERGENCY_INSTANCE")
+    drain.add_argument(
+        "--share-group",
+        help="the share group that instance used (default: $EMERGENCY_MQTT_SHARE_GROUP, else emergency)",
+    )
+    drain.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=30.0,
+        help="give up when nothing arrives for this many seconds (default 30)",
+    )
+    drain.set_defaults(func=cmd_drain_session)
     add_import_commands(sub)
     return p
 

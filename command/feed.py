@@ -44,12 +44,24 @@ async def fetch_events(conn: asyncpg.Connection, after: int, limit: int) -> list
 
 
 class Feed:
-    """Tails the outbox into a hub. ``run`` is a long-lived task; cancel to stop."""
+    """Tails the outbox into a hub. ``run`` is a long-lived task; cancel to stop.
 
-    def __init__(self, pool: asyncpg.Pool, database_url: str, hub: Hub) -> None:
+    Args:
+        pool: where the outbox is read.
+        database_url: where to LISTEN, on a connection of its own, never
+            pooled (a LISTEN belongs to one session; see docs/scaling.md on pgbouncer).
+        hub: where new events go.
+        application_name: the listener's name in ``pg_stat_activity``, so an
+            operator (or a test) can find it, e.g. to check every instance listens.
+    """
+
+    def __init__(
+        self, pool: asyncpg.Pool, database_url: str, hub: Hub, *, application_name: str = "emergency-feed"
+    ) -> None:
         self._pool = pool
         self._url = database_url
         self._hub = hub
+        self._application_name = application_name
         self._wake = asyncio.Event()
         self.last_seq = 0
 
@@ -95,7 +107,9 @@ class Feed:
         while True:
             conn: asyncpg.Connection | None = None
             try:
-                conn = await asyncpg.connect(self._url)
+                conn = await asyncpg.connect(
+                    self._url, server_settings={"application_name": self._application_name}
+                )
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
                 await conn.add_listener("events", self._on_notify)

@@ -152,11 +152,19 @@ class Ingest:
 
     async def run(self) -> None:
         while True:
-            batch = await self._source.next_batch(self._batch_max)
-            result = await self._store(batch)
-            for message in batch:
-                self._source.ack(message)
-            self._count(len(batch), result)
+            await self.handle(await self._source.next_batch(self._batch_max))
+
+    async def handle(self, batch: list[Inbound]) -> BatchResult:
+        """Store ``batch`` (retrying until it commits or is dead-lettered), then acknowledge it.
+
+        Returns:
+            what the transaction(s) stored.
+        """
+        result = await self._store(batch)
+        for message in batch:
+            self._source.ack(message)
+        self._count(len(batch), result)
+        return result
 
     async def _store(self, batch: list[Inbound]) -> BatchResult:
         """Return only once the batch is committed (or dead-lettered)."""

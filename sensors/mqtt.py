@@ -28,12 +28,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -94,9 +94,19 @@ class MqttSession:
         self._generation = 0
         self._lock = threading.Lock()
         self._connected = asyncio.Event()
+        self._disconnected = asyncio.Event()
         self._first_connect: asyncio.Future[None] = self._loop.create_future()
+        # SUBACK/UNSUBACK waiters by packet id (guarded by _lock).
+        self._replies: dict[int, asyncio.Future[list[ReasonCode]]] = {}
+        # The connect-time SUBSCRIBE's packet id -> its filters, to name a refused one.
+        self._connect_subscribe: dict[int, list[str]] = {}
         self.dropped_qos0 = 0
         self.connects = 0
+        self.disconnects = 0
+        # Whether the last disconnection was the DISCONNECT we sent (not a loss).
+        self._left_cleanly = False
+        # Whether the broker still held our session at the last CONNACK.
+        self.session_present: bool | None = None
 
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
@@ -112,6 +122,8 @@ class MqttSession:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_reply
+        client.on_unsubscribe = self._on_reply
         self._client = client
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = session_expiry_s
@@ -120,6 +132,7 @@ class MqttSession:
 
     @property
     def connected(self) -> bool:
+        """Connected, and the broker has answered the constructor's subscriptions."""
         return self._connected.is_set()
 
     async def start(self, timeout: float = 10.0) -> None:
@@ -191,6 +204,54 @@ class MqttSession:
     def pending(self) -> int:
         return self._queue.qsize()
 
+    async def subscribe(self, filters: Sequence[str], timeout: float = 10.0) -> None:
+        """Subscribe to ``filters`` (QoS 1) on the current connection and wait for the SUBACK.
+
+        They join the session; they are not renewed on reconnect (those given
+        to the constructor are).
+
+        Raises:
+            ConnectionError: not connected, or the broker refused a filter.
+            TimeoutError: no SUBACK within ``timeout`` seconds.
+        """
+        codes = await self._request(lambda: self._client.subscribe([(f, 1) for f in filters]), timeout)
+        refused = [f"{f} ({code})" for f, code in zip(filters, codes, strict=False) if code.is_failure]
+        if refused:
+            raise ConnectionError(f"MQTT broker refused subscription(s): {', '.join(refused)}")
+
+    async def unsubscribe(self, filters: Sequence[str], timeout: float = 10.0) -> None:
+        """Remove ``filters`` from the session and wait for the UNSUBACK.
+
+        Messages the broker had already queued for the session stay queued and
+        are still delivered (seen with Mosquitto 2.0; docs/scaling.md); only
+        new ones stop. A filter the session did not hold is not an error.
+
+        Raises:
+            ConnectionError: not connected, or the broker refused.
+            TimeoutError: no UNSUBACK within ``timeout`` seconds.
+        """
+        codes = await self._request(lambda: self._client.unsubscribe(list(filters)), timeout)
+        refused = [f"{f} ({code})" for f, code in zip(filters, codes, strict=False) if code.is_failure]
+        if refused:
+            raise ConnectionError(f"MQTT broker refused to unsubscribe: {', '.join(refused)}")
+
+    async def _request(
+        self, send: Callable[[], tuple[MQTTErrorCode, int | None]], timeout: float
+    ) -> list[ReasonCode]:
+        reply: asyncio.Future[list[ReasonCode]] = self._loop.create_future()
+        # Held while sending and registering, so the reply (handled in paho's
+        # thread, which takes the same lock) cannot come before we wait for it.
+        with self._lock:
+            rc, mid = send()
+            if rc != paho.MQTT_ERR_SUCCESS or mid is None:
+                raise ConnectionError(f"MQTT request not sent: {paho.error_string(rc)}")
+            self._replies[mid] = reply
+        try:
+            return await asyncio.wait_for(reply, timeout)
+        finally:
+            with self._lock:
+                self._replies.pop(mid, None)
+
     async def close(self) -> None:
         """Leave the session (the broker keeps it and queues for us) and stop the thread."""
         self._closing.set()
@@ -199,6 +260,36 @@ class MqttSession:
         # loop_stop joins the network thread: a blocking call, so off the loop.
         await asyncio.to_thread(self._client.loop_stop)
         self._connected.clear()
+
+    async def end_session(self, timeout: float = 10.0) -> bool:
+        """Leave and have the broker delete our session (MQTT 5: session expiry 0 on DISCONNECT).
+
+        Whatever the broker still holds for this client id is dropped with the
+        session, and its subscriptions end: call it only once everything
+        received is stored and acknowledged (``emergency drain-session``).
+
+        Returns:
+            True when the DISCONNECT went out on a live connection; False when
+            not connected, in which case the broker keeps the session.
+        """
+        self._closing.set()
+        sent = False
+        if self._client.is_connected():
+            props = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = 0
+            # disconnect()'s return code is no guide: paho's thread may write the
+            # packet and exit before the call returns, which then says "no
+            # connection" (seen in about one call in five). What counts is
+            # paho reporting the normal disconnection it initiated.
+            self._client.disconnect(properties=props)
+            try:
+                await asyncio.wait_for(self._disconnected.wait(), timeout)
+                sent = self._left_cleanly
+            except TimeoutError:
+                sent = False
+        await asyncio.to_thread(self._client.loop_stop)
+        self._connected.clear()
+        return sent
 
     # -- paho thread ---------------------------------------------------------
 
@@ -211,20 +302,48 @@ class MqttSession:
         with self._lock:
             self._generation += 1
         self.connects += 1
+        self.session_present = bool(getattr(flags, "session_present", False))
         log.info(
             "MQTT connected to %s:%d (session present: %s)",
             self._host,
             self._port,
             getattr(flags, "session_present", "?"),
         )
-        client.subscribe([(topic, 1) for topic in self._subscriptions])
+        if self._subscriptions:
+            with self._lock:
+                rc, mid = client.subscribe([(topic, 1) for topic in self._subscriptions])
+                if rc == paho.MQTT_ERR_SUCCESS and mid is not None:
+                    # Ready (and healthy for /healthz) once the broker has answered:
+                    # until then an alarm published, say, right after a first start
+                    # could match no subscription and go nowhere.
+                    self._connect_subscribe = {mid: list(self._subscriptions)}
+                    return
         self._loop.call_soon_threadsafe(self._set_connected, True)
 
     def _on_disconnect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
     ) -> None:
         log.warning("MQTT disconnected: %s", reason)
+        self.disconnects += 1
+        self._left_cleanly = not reason.is_failure and not flags.is_disconnect_packet_from_server
         self._loop.call_soon_threadsafe(self._set_connected, False)
+
+    def _on_reply(
+        self, client: paho.Client, userdata: Any, mid: int, codes: list[ReasonCode], props: Any
+    ) -> None:
+        with self._lock:
+            reply = self._replies.get(mid)
+            filters = self._connect_subscribe.pop(mid, None)
+        if reply is not None:
+            self._loop.call_soon_threadsafe(_settle, reply, list(codes))
+        elif filters is not None:
+            # Without this, a broker that refuses a filter (an ACL, or no
+            # shared-subscription support for $share/...) would leave the
+            # server connected, healthy-looking and receiving nothing.
+            refused = [f"{f} ({c})" for f, c in zip(filters, codes, strict=False) if c.is_failure]
+            if refused:
+                log.error("MQTT broker refused subscription(s): %s", ", ".join(refused))
+            self._loop.call_soon_threadsafe(self._set_connected, True)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         if message.qos > 0:
@@ -248,13 +367,20 @@ class MqttSession:
     def _set_connected(self, connected: bool) -> None:
         if connected:
             self._connected.set()
+            self._disconnected.clear()
             if not self._first_connect.done():
                 self._first_connect.set_result(None)
         else:
             self._connected.clear()
+            self._disconnected.set()
 
     def _deliver(self, inbound: Inbound) -> None:
         if inbound.qos == 0 and self._queue.qsize() >= self._receive_maximum:
             self.dropped_qos0 += 1
             return
         self._queue.put_nowait(inbound)
+
+
+def _settle(reply: asyncio.Future[list[ReasonCode]], codes: list[ReasonCode]) -> None:
+    if not reply.done():  # the waiter may have timed out meanwhile
+        reply.set_result(codes)

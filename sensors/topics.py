@@ -22,6 +22,34 @@ SUBSCRIPTIONS: tuple[str, ...] = (
     "cap/+",
 )
 
+# A shared-subscription group name (MQTT 5 forbids "/", "+" and "#" in it; we
+# allow the same small alphabet as instance names, so it is safe in any broker).
+GROUP_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def shared_subscriptions(group: str, filters: tuple[str, ...] = SUBSCRIPTIONS) -> tuple[str, ...]:
+    """``filters`` as members of the shared-subscription group ``group``.
+
+    Every instance subscribing to ``$share/{group}/{filter}`` is one member of
+    the group, and the broker hands each matching message to one member only,
+    so N instances share the ingest instead of storing every alarm N times.
+    The messages still carry their real topic (``sensors/S-1/alarm``), so
+    :func:`parse_topic` reads them unchanged.
+
+    Args:
+        group: the share name; ``""`` means plain subscriptions (every
+            instance receives every message).
+        filters: the topic filters to share.
+
+    Raises:
+        ValueError: ``group`` is not 1-64 letters, digits, ``-``, ``_`` or ``.``.
+    """
+    if group == "":
+        return filters
+    if not GROUP_RE.match(group):
+        raise ValueError(f"share group must be 1-64 letters, digits, '-', '_' or '.', got {group!r}")
+    return tuple(f"$share/{group}/{topic}" for topic in filters)
+
 
 @dataclass(frozen=True, slots=True)
 class SensorAlarm:
@@ -78,3 +106,12 @@ def alarm_topic(sensor_id: str) -> str:
 
 def unit_dispatch_topic(unit_id: str) -> str:
     return f"units/{unit_id}/dispatch"
+
+
+def drain_marker_topic(client_id: str) -> str:
+    """Where ``emergency drain-session`` sends itself the marker that ends its drain.
+
+    Private to the drained session: no sensor publishes here, and the marker
+    is queued behind everything the broker had queued for that session.
+    """
+    return f"emergency/drain/{client_id}"

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import paho.mqtt.client as paho
 import websockets
@@ -20,10 +28,38 @@ from shapely.geometry import MultiPolygon, Point, box
 
 from command import accounts, db
 from command.app import create_app
-from command.services import free_port
-from command.settings import MqttTarget, Settings
+from command.broker_accounts import Role
+from command.services import EmbeddedMosquitto, free_port
+from command.settings import MqttTarget, Settings, client_id_for
 
 PASSWORD = "correct horse battery"
+
+TEST_MQTT_USERNAME = "emergency-test"
+
+
+class AdminMosquitto(EmbeddedMosquitto):
+    """The embedded broker as tests use it: ``url`` logs in as an all-topics test account.
+
+    One URL lets a test play the server, sensors, units and feeds at once, as
+    tests did before the broker required logins. The real roles and their
+    narrow ACLs are tested in test_broker_acl.py.
+    """
+
+    def __init__(self, directory: Path, *, save_every_change: bool = True) -> None:
+        super().__init__(directory, save_every_change=save_every_change)
+        self._test_password: str | None = None
+
+    def start(self, port: int | None = None) -> str:
+        # Before the broker starts, so it reads the account with the others.
+        self._test_password = self.service_password(Role.ADMIN, TEST_MQTT_USERNAME, "test.password")
+        super().start(port)
+        return self.url
+
+    @property
+    def url(self) -> str:
+        assert self._test_password is not None, "start the broker first"
+        return self.url_for(TEST_MQTT_USERNAME, self._test_password)
+
 
 # Client ids of the server sessions tests created; the hygiene fixture ends
 # them after each test. A persistent session left behind would keep queueing
@@ -37,6 +73,7 @@ def end_sessions() -> None:
         mqtt_url, client_id = SESSIONS.pop()
         target = MqttTarget.from_url(mqtt_url)
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
+        client.username_pw_set(target.username, target.password)
         try:
             client.connect(target.host, target.port, clean_start=True)
             client.loop_start()
@@ -47,13 +84,18 @@ def end_sessions() -> None:
 
 
 def settings_for(database_url: str, mqtt_url: str, **overrides: Any) -> Settings:
+    instance = f"test-{uuid.uuid4().hex[:8]}"
     base = Settings(
         database_url=database_url,
         mqtt_url=mqtt_url,
         http_port=free_port(),
         # A fresh client id per test: each test has its own database, so it
         # must not inherit another test's persistent session.
-        instance=f"test-{uuid.uuid4().hex[:8]}",
+        instance=instance,
+        # Alone in its share group, so it receives every message as before
+        # shared subscriptions (tests of several in-process instances rely on
+        # that), and never splits a test's alarms with another test's server.
+        mqtt_share_group=instance,
     )
     settings = replace(base, **overrides)
     SESSIONS.append((mqtt_url, settings.mqtt_client_id))
@@ -121,6 +163,7 @@ class Publisher:
     def __init__(self, mqtt_url: str) -> None:
         target = MqttTarget.from_url(mqtt_url)
         self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:8]}")
+        self._client.username_pw_set(target.username, target.password)
         # Floods queue thousands of QoS 1 messages: let them all be in flight.
         self._client.max_inflight_messages_set(1000)
         self._client.max_queued_messages_set(0)
@@ -204,7 +247,14 @@ class Console:
 
 @asynccontextmanager
 async def console(settings: Settings, token: str | None, since: int | None = None) -> AsyncIterator[Console]:
-    url = f"ws://{settings.http_host}:{settings.http_port}/ws"
+    async with console_at(f"http://{settings.http_host}:{settings.http_port}", token, since) as opened:
+        yield opened
+
+
+@asynccontextmanager
+async def console_at(base_url: str, token: str | None, since: int | None = None) -> AsyncIterator[Console]:
+    """A console on the server at ``base_url`` (``http://host:port``), hello sent."""
+    url = base_url.replace("http://", "ws://", 1) + "/ws"
     async with websockets.connect(url, open_timeout=10) as ws:
         hello: dict[str, Any] = {"type": "hello"}
         if token is not None:
@@ -213,3 +263,192 @@ async def console(settings: Settings, token: str | None, since: int | None = Non
             hello["since"] = since
         await ws.send(json.dumps(hello))
         yield Console(ws)
+
+
+# -- floods: many QoS 1 alarms from one cluster, and what the broker acknowledged --
+
+FLOOD_SENSORS = 20  # all within 100 m: one fire cluster
+
+
+async def seed_cluster(database_url: str) -> None:
+    """Register the ``FLOOD_SENSORS`` sensors ``F-00``... of one cluster."""
+    conn = await asyncpg.connect(database_url)
+    await db.register_codecs(conn)
+    try:
+        await conn.executemany(
+            "INSERT INTO sensors (id, kind, location) VALUES ($1, 'smoke', $2)",
+            [(f"F-{n:02d}", Point(120.15 + n * 0.00002, 30.27)) for n in range(FLOOD_SENSORS)],
+        )
+    finally:
+        await conn.close()
+
+
+def flood_alarm(n: int) -> tuple[str, str]:
+    """Topic and payload of the flood's alarm ``flood-{n}``."""
+    doc = {"id": f"flood-{n}", "kind": "smoke", "severity": "Moderate", "time": datetime.now(UTC).isoformat()}
+    return f"sensors/F-{n % FLOOD_SENSORS:02d}/alarm", json.dumps(doc)
+
+
+async def flood(
+    pub: Publisher,
+    count: int,
+    on_half: Callable[[list[paho.MQTTMessageInfo]], Awaitable[None]] | None = None,
+) -> list[paho.MQTTMessageInfo]:
+    """Publish ``count`` alarms; await ``on_half`` half-way with the message infos published so far."""
+    infos: list[paho.MQTTMessageInfo] = []
+    for n in range(count):
+        topic, payload = flood_alarm(n)
+        infos.append(pub.publish_nowait(topic, payload))
+        if n == count // 2 and on_half is not None:
+            await on_half(infos)
+        if n % 200 == 0:
+            await asyncio.sleep(0)
+    return infos
+
+
+async def acknowledged_ids(infos: list[paho.MQTTMessageInfo], timeout: float = 60) -> set[str]:
+    """The alarm ids the broker acknowledged (waiting for stragglers up to ``timeout``)."""
+
+    def published(info: paho.MQTTMessageInfo) -> bool:
+        try:
+            return info.is_published()
+        except RuntimeError:
+            return False  # queued while the client was disconnected: never sent
+
+    def wait() -> set[str]:
+        deadline = time.monotonic() + timeout
+        for info in infos:
+            remaining = deadline - time.monotonic()
+            if remaining > 0 and not published(info):
+                # RuntimeError: the connection it was queued on is gone.
+                with contextlib.suppress(RuntimeError, ValueError):
+                    info.wait_for_publish(remaining)
+        return {f"flood-{n}" for n, info in enumerate(infos) if published(info)}
+
+    return await asyncio.to_thread(wait)
+
+
+async def wait_stored(conn: asyncpg.Connection, expected: set[str], timeout: float = 90) -> None:
+    """Wait until every alarm id in ``expected`` is stored; fail naming the missing ones."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        stored = {r["alarm_id"] for r in await conn.fetch("SELECT alarm_id FROM alarms")}
+        missing = expected - stored
+        if not missing:
+            return
+        if loop.time() > deadline:
+            dead = await conn.fetch("SELECT reason FROM dead_letters LIMIT 3")
+            raise AssertionError(
+                f"{len(missing)} acknowledged alarms never stored, e.g. {sorted(missing)[:5]};"
+                f" dead letters: {[r['reason'] for r in dead]}"
+            )
+        await asyncio.sleep(0.25)
+
+
+async def assert_exactly_once(conn: asyncpg.Connection, acknowledged: set[str]) -> None:
+    """Each alarm stored once, all of ``acknowledged`` among them, and the cluster one incident."""
+    rows = await conn.fetch("SELECT sensor_id, alarm_id FROM alarms")
+    assert len(rows) == len({(r["sensor_id"], r["alarm_id"]) for r in rows})  # also a DB constraint
+    assert {r["alarm_id"] for r in rows} >= acknowledged
+    incidents = await conn.fetch("SELECT alarm_count, sensor_count FROM incidents")
+    assert len(incidents) == 1, f"one cluster became {len(incidents)} incidents"
+    assert incidents[0]["alarm_count"] == len(rows)
+    assert incidents[0]["sensor_count"] == FLOOD_SENSORS
+    assert await conn.fetchval("SELECT count(*) FROM alarms WHERE incident_id IS NULL") == 0
+
+
+# -- `emergency serve` subprocesses (SIGKILL-able like a crash) ------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class ServerProcess:
+    """One `emergency serve` subprocess; :func:`server_process` owns its lifetime."""
+
+    def __init__(self, database_url: str, mqtt_url: str, instance: str, share_group: str, log: Path) -> None:
+        self.instance = instance
+        self.port = free_port()
+        self.log = log
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("EMERGENCY_")} | {
+            "EMERGENCY_DATABASE_URL": database_url,
+            "EMERGENCY_MQTT_URL": mqtt_url,
+            "EMERGENCY_HTTP_PORT": str(self.port),
+            "EMERGENCY_INSTANCE": instance,
+            "EMERGENCY_MQTT_SHARE_GROUP": share_group,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self, timeout: float = 30.0) -> None:
+        """Start (again, under the same name and port) and wait until /healthz says ok."""
+        with self.log.open("ab") as log:
+            self.proc = await asyncio.to_thread(
+                subprocess.Popen,
+                [sys.executable, "-m", "command", "serve"],
+                env=self.env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=log,
+            )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        async with aiohttp.ClientSession() as http:
+            while True:
+                assert self.proc.poll() is None, f"{self.instance} exited:\n{self.log_tail()}"
+                try:
+                    async with http.get(f"{self.url}/healthz", timeout=aiohttp.ClientTimeout(total=2)) as r:
+                        if r.status == 200:  # database and broker both connected
+                            return
+                except (aiohttp.ClientError, TimeoutError):
+                    pass
+                assert loop.time() < deadline, f"{self.instance} not healthy:\n{self.log_tail()}"
+                await asyncio.sleep(0.1)
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, nothing cleaned up, the MQTT session left as it was."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    async def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM (a graceful stop), then SIGKILL if it has not exited within ``timeout``."""
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(proc.wait, timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+@asynccontextmanager
+async def server_process(
+    database_url: str, mqtt_url: str, log_dir: Path, share_group: str, name: str
+) -> AsyncIterator[ServerProcess]:
+    """A running `emergency serve` named ``{name}-<random>``, its log in ``log_dir``;
+    stopped at exit (SIGTERM, then SIGKILL), even when the test fails."""
+    instance = f"{name}-{uuid.uuid4().hex[:6]}"
+    # Its persistent broker session outlives the process; the hygiene fixture ends it.
+    SESSIONS.append((mqtt_url, client_id_for(instance)))
+    server = ServerProcess(database_url, mqtt_url, instance, share_group, log_dir / f"{instance}.log")
+    try:
+        await server.start()
+        yield server
+    except BaseException:
+        print(f"--- {instance} log ---\n{server.log_tail()}")  # shown by pytest with the failure
+        raise
+    finally:
+        await server.stop()
+
+
+def share_group() -> str:
+    """A group of this test's own: no other test's server may take a share of its alarms."""
+    return f"g-{uuid.uuid4().hex[:8]}"

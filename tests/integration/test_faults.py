@@ -8,184 +8,43 @@ one cluster must end up in exactly one incident.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
 import paho.mqtt.client as paho
 import pytest
 from aiohttp import web
-from shapely.geometry import Point
 
-from command import db
 from command.keys import METRICS
 from command.migrations import migrate
-from command.services import EmbeddedMosquitto, EmbeddedPostgres, free_port
+from command.services import EmbeddedPostgres
 from sensors.mqtt import RECEIVE_MAXIMUM
 from tests.integration.helpers import (
-    SESSIONS,
-    Publisher,
+    AdminMosquitto,
+    acknowledged_ids,
+    assert_exactly_once,
+    flood,
     publisher,
     running_server,
+    seed_cluster,
+    server_process,
     settings_for,
+    share_group,
+    wait_stored,
 )
-
-EMERGENCY = str(Path(sys.executable).with_name("emergency"))
-SENSORS = 20  # all within 100 m: one fire cluster
-
-
-async def _seed_cluster(database_url: str) -> None:
-    conn = await asyncpg.connect(database_url)
-    await db.register_codecs(conn)
-    try:
-        await conn.executemany(
-            "INSERT INTO sensors (id, kind, location) VALUES ($1, 'smoke', $2)",
-            [(f"F-{n:02d}", Point(120.15 + n * 0.00002, 30.27)) for n in range(SENSORS)],
-        )
-    finally:
-        await conn.close()
-
-
-def _alarm(n: int) -> tuple[str, str]:
-    doc = {"id": f"flood-{n}", "kind": "smoke", "severity": "Moderate", "time": datetime.now(UTC).isoformat()}
-    return f"sensors/F-{n % SENSORS:02d}/alarm", json.dumps(doc)
-
-
-async def _flood(pub: Publisher, count: int, on_half: object = None) -> list[paho.MQTTMessageInfo]:
-    """Publish ``count`` alarms; call ``on_half`` (a coroutine function) half-way
-    with the message infos published so far."""
-    infos: list[paho.MQTTMessageInfo] = []
-    for n in range(count):
-        topic, payload = _alarm(n)
-        infos.append(pub.publish_nowait(topic, payload))
-        if n == count // 2 and on_half is not None:
-            await on_half(infos)  # type: ignore[operator]
-        if n % 200 == 0:
-            await asyncio.sleep(0)
-    return infos
-
-
-async def _acknowledged(infos: list[paho.MQTTMessageInfo], timeout: float = 60) -> set[str]:
-    """The alarm ids the broker acknowledged (waiting for stragglers up to ``timeout``)."""
-
-    def published(info: paho.MQTTMessageInfo) -> bool:
-        try:
-            return info.is_published()
-        except RuntimeError:
-            return False  # queued while the client was disconnected: never sent
-
-    def wait() -> set[str]:
-        deadline = time.monotonic() + timeout
-        for info in infos:
-            remaining = deadline - time.monotonic()
-            if remaining > 0 and not published(info):
-                # RuntimeError: the connection it was queued on is gone.
-                with contextlib.suppress(RuntimeError, ValueError):
-                    info.wait_for_publish(remaining)
-        return {f"flood-{n}" for n, info in enumerate(infos) if published(info)}
-
-    return await asyncio.to_thread(wait)
-
-
-async def _wait_stored(conn: asyncpg.Connection, expected: set[str], timeout: float = 90) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        stored = {r["alarm_id"] for r in await conn.fetch("SELECT alarm_id FROM alarms")}
-        missing = expected - stored
-        if not missing:
-            return
-        if loop.time() > deadline:
-            dead = await conn.fetch("SELECT reason FROM dead_letters LIMIT 3")
-            raise AssertionError(
-                f"{len(missing)} acknowledged alarms never stored, e.g. {sorted(missing)[:5]};"
-                f" dead letters: {[r['reason'] for r in dead]}"
-            )
-        await asyncio.sleep(0.25)
-
-
-async def _assert_exactly_once(conn: asyncpg.Connection, acknowledged: set[str]) -> None:
-    rows = await conn.fetch("SELECT sensor_id, alarm_id FROM alarms")
-    assert len(rows) == len({(r["sensor_id"], r["alarm_id"]) for r in rows})  # also a DB constraint
-    assert {r["alarm_id"] for r in rows} >= acknowledged
-    incidents = await conn.fetch("SELECT alarm_count, sensor_count FROM incidents")
-    assert len(incidents) == 1, f"one cluster became {len(incidents)} incidents"
-    assert incidents[0]["alarm_count"] == len(rows)
-    assert incidents[0]["sensor_count"] == SENSORS
-    assert await conn.fetchval("SELECT count(*) FROM alarms WHERE incident_id IS NULL") == 0
-
 
 # -- server SIGKILL ----------------------------------------------------------
 
 
-class ServerProcess:
-    """`emergency serve` in its own process, so it can be SIGKILLed like a crash."""
-
-    def __init__(self, database_url: str, mqtt_url: str, instance: str) -> None:
-        self.port = free_port()
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("EMERGENCY_")} | {
-            "EMERGENCY_DATABASE_URL": database_url,
-            "EMERGENCY_MQTT_URL": mqtt_url,
-            "EMERGENCY_INSTANCE": instance,
-            "EMERGENCY_HTTP_PORT": str(self.port),
-        }
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    async def start(self) -> None:
-        self.proc = await asyncio.to_thread(
-            subprocess.Popen,
-            [EMERGENCY, "serve"],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        health = f"http://127.0.0.1:{self.port}/healthz"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, "server exited"
-            try:
-                await asyncio.to_thread(urllib.request.urlopen, health, None, 1)
-                return
-            except OSError:
-                await asyncio.sleep(0.1)
-        raise AssertionError("server did not start")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
 async def test_server_sigkill_mid_flood_loses_and_duplicates_nothing(
-    database_url: str, mqtt_url: str, conn: asyncpg.Connection
+    database_url: str, mqtt_url: str, conn: asyncpg.Connection, tmp_path: Path
 ) -> None:
-    await _seed_cluster(database_url)
-    instance = f"kill-{uuid.uuid4().hex[:6]}"
-    SESSIONS.append((mqtt_url, f"emergency-server-{instance}"))
-    server = ServerProcess(database_url, mqtt_url, instance)
-    await server.start()
-    try:
+    await seed_cluster(database_url)
+    async with server_process(database_url, mqtt_url, tmp_path, share_group(), "kill") as server:
         async with publisher(mqtt_url) as pub:
             crashes = 0
 
@@ -195,16 +54,14 @@ async def test_server_sigkill_mid_flood_loses_and_duplicates_nothing(
                 crashes += 1
                 await server.start()
 
-            infos = await _flood(pub, 3000, crash_and_restart)
-            acknowledged = await _acknowledged(infos)
+            infos = await flood(pub, 3000, crash_and_restart)
+            acknowledged = await acknowledged_ids(infos)
         assert crashes == 1 and len(acknowledged) == 3000
         # A second kill while it drains the backlog.
         server.kill()
         await server.start()
-        await _wait_stored(conn, acknowledged)
-        await _assert_exactly_once(conn, acknowledged)
-    finally:
-        server.stop()
+        await wait_stored(conn, acknowledged)
+        await assert_exactly_once(conn, acknowledged)
 
 
 # -- database restart ----------------------------------------------------------
@@ -237,7 +94,7 @@ async def _private_postgres(directory: Path) -> AsyncIterator[EmbeddedPostgres]:
 
 async def test_database_restart_mid_flood_loses_nothing(mqtt_url: str, private_dir: Path) -> None:
     async with _private_postgres(private_dir) as pg:
-        await _seed_cluster(pg.url)
+        await seed_cluster(pg.url)
         settings = settings_for(pg.url, mqtt_url)
         async with running_server(settings), publisher(mqtt_url) as pub:
 
@@ -247,12 +104,12 @@ async def test_database_restart_mid_flood_loses_nothing(mqtt_url: str, private_d
                 await asyncio.sleep(2)  # the server keeps receiving and must not ack
                 await asyncio.to_thread(pg.start)
 
-            infos = await _flood(pub, 2000, restart_database)
-            acknowledged = await _acknowledged(infos)
+            infos = await flood(pub, 2000, restart_database)
+            acknowledged = await acknowledged_ids(infos)
             conn = await asyncpg.connect(pg.url)
             try:
-                await _wait_stored(conn, acknowledged)
-                await _assert_exactly_once(conn, acknowledged)
+                await wait_stored(conn, acknowledged)
+                await assert_exactly_once(conn, acknowledged)
             finally:
                 await conn.close()
 
@@ -265,10 +122,10 @@ async def _broker_outage_mid_flood(
 ) -> tuple[set[str], set[str]]:
     """Flood 3,000 alarms, stop the broker half-way (SIGKILL when ``kill``), restart
     it and let the server drain; return (acknowledged to the publisher, stored)."""
-    broker = EmbeddedMosquitto(private_dir / "mosquitto")
+    broker = AdminMosquitto(private_dir / "mosquitto")
     await asyncio.to_thread(broker.start)
     try:
-        await _seed_cluster(database_url)
+        await seed_cluster(database_url)
         async with running_server(settings_for(database_url, broker.url)):
             async with publisher(broker.url) as pub:
 
@@ -278,8 +135,8 @@ async def _broker_outage_mid_flood(
                     await asyncio.to_thread(sent[0].wait_for_publish, 10)
                     await asyncio.to_thread(broker.stop, kill)
 
-                infos = await _flood(pub, 3000, stop_broker)
-                acknowledged = await _acknowledged(infos, timeout=2)
+                infos = await flood(pub, 3000, stop_broker)
+                acknowledged = await acknowledged_ids(infos, timeout=2)
             assert 0 < len(acknowledged) < 3000  # the outage really cut the flood
             await asyncio.to_thread(broker.start, broker.port)
             # The server reconnects and the broker redelivers; wait until quiet.
@@ -291,8 +148,8 @@ async def _broker_outage_mid_flood(
                     break
                 stored = now
             if not kill:
-                await _wait_stored(conn, acknowledged)
-            await _assert_exactly_once(conn, set())
+                await wait_stored(conn, acknowledged)
+            await assert_exactly_once(conn, set())
             stored = {r["alarm_id"] for r in await conn.fetch("SELECT alarm_id FROM alarms")}
         return acknowledged, stored
     finally:
@@ -324,13 +181,13 @@ async def test_broker_kill_mid_flood_loses_at_most_the_unacknowledged_window(
 async def test_two_instances_ingesting_the_same_flood_open_one_incident(
     database_url: str, mqtt_url: str, conn: asyncpg.Connection
 ) -> None:
-    """Both instances receive every alarm (separate sessions, no shared subscription)
+    """Both instances receive every alarm (each alone in its share group: settings_for)
     and store concurrently: each alarm once, one incident, counts not doubled."""
-    await _seed_cluster(database_url)
+    await seed_cluster(database_url)
     first, second = settings_for(database_url, mqtt_url), settings_for(database_url, mqtt_url)
     async with running_server(first) as a, running_server(second) as b, publisher(mqtt_url) as pub:
-        acknowledged = await _acknowledged(await _flood(pub, 2000))
-        await _wait_stored(conn, acknowledged)
+        acknowledged = await acknowledged_ids(await flood(pub, 2000))
+        await wait_stored(conn, acknowledged)
 
         def seen(app: web.Application) -> float:
             m = app[METRICS]
@@ -345,4 +202,4 @@ async def test_two_instances_ingesting_the_same_flood_open_one_incident(
         stored = [app[METRICS].alarms_stored._value.get() for app in (a, b)]
     # Between them they stored each alarm once; the rest they recognised as copies.
     assert sum(stored) == 2000, stored
-    await _assert_exactly_once(conn, acknowledged)
+    await assert_exactly_once(conn, acknowledged)
