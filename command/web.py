@@ -17,17 +17,23 @@ import asyncpg
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from command import accounts, queries
+from command import accounts, login_limit, queries
+from command.audit_http import audit_request, client_of
+from command.console_api import get_config
 from command.errors import ApiError as ApiError  # re-exported for the route modules
 from command.feed_protocol import READERS, Principal
 from command.feed_scope import FieldScope
+from command.http_guard import cross_site_refusal
 from command.keys import HUB, METRICS, MQTT, PLANS, POOL, SETTINGS
+from command.ws_guard import origin_allowed
 from dispatch.recommendation import recommend_for, surroundings
 
 log = logging.getLogger(__name__)
 
 COOKIE = "emergency_session"
 PRINCIPAL = web.RequestKey("principal", Principal)
+#: /api routes that need no sign-in.
+PUBLIC_API = frozenset({"/api/login", "/api/openapi.json"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -64,9 +70,25 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if not request.path.startswith("/api/") or request.path == "/api/login":
+    if not request.path.startswith("/api/"):
         return await handler(request)
-    token = _bearer(request) or request.cookies.get(COOKIE)
+    bearer = _bearer(request)
+    # Cross-site request forgery (command/http_guard.py): a state-changing
+    # request riding on the cookie must come from our own pages.
+    refusal = cross_site_refusal(
+        request.method,
+        request.headers.get("Origin"),
+        request.headers.get("Referer"),
+        request.host,
+        request.app[SETTINGS].allowed_origins,
+        cookie_auth=bearer is None and COOKIE in request.cookies and request.path not in PUBLIC_API,
+    )
+    if refusal is not None:
+        log.warning("refused a cross-site %s %s: %s", request.method, request.path, refusal)
+        return error(403, "cross_site_request", refusal)
+    if request.path in PUBLIC_API:
+        return await handler(request)
+    token = bearer or request.cookies.get(COOKIE)
     principal = None
     if token:
         async with request.app[POOL].acquire() as conn:
@@ -97,9 +119,42 @@ async def login(request: web.Request) -> web.Response:
     if not isinstance(username, str) or not isinstance(password, str):
         raise ApiError(400, "bad_request", "username and password are required strings")
     settings = request.app[SETTINGS]
-    async with request.app[POOL].acquire() as conn:
-        session = await accounts.login(
-            conn, username, password, now(), timedelta(seconds=settings.token_ttl_s)
+    address = client_of(request)
+    at = now()
+    # One transaction: the throttle's lock, the failure it counts and the
+    # audit row commit together (command/login_limit.py).
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        wait = await login_limit.retry_after(conn, username, address, at)
+        session = None
+        if wait is None:
+            session = await accounts.login(
+                conn, username, password, at, timedelta(seconds=settings.token_ttl_s)
+            )
+            if session is None:
+                await login_limit.record_failure(conn, username, address, at)
+            else:
+                await login_limit.clear_account(conn, username)
+        outcome, status = ("ok", 200) if session else ("denied", 429) if wait else ("failed", 401)
+        await audit_request(
+            request,
+            conn,
+            session.principal if session else None,
+            "session.login",
+            outcome=outcome,
+            status=status,
+            actor=username,
+            detail={"retry_after_s": wait} if wait else None,
+        )
+    if wait is not None:
+        return web.json_response(
+            {
+                "error": {
+                    "code": "too_many_attempts",
+                    "message": f"too many failed logins; try again in {wait} s",
+                }
+            },
+            status=429,
+            headers={"Retry-After": str(wait)},
         )
     if session is None:
         raise ApiError(401, "bad_credentials", "unknown user or wrong password")
@@ -121,8 +176,9 @@ async def login(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.Response:
     token = _bearer(request) or request.cookies.get(COOKIE)
     if token:
-        async with request.app[POOL].acquire() as conn:
+        async with request.app[POOL].acquire() as conn, conn.transaction():
             await accounts.logout(conn, token, now())
+            await audit_request(request, conn, principal_of(request), "session.logout")
     response = web.json_response({"ok": True})
     response.del_cookie(COOKIE, path="/")
     return response
@@ -185,7 +241,9 @@ async def get_incident(request: web.Request) -> web.Response:
 
 async def get_recommendation(request: web.Request) -> web.Response:
     """Who and what should go to an incident, and how soon they can be there."""
-    principal = principal_of(request)
+    # Not for field teams: it names available units beyond the ones working
+    # their incidents, which is more than a field scope shows.
+    principal = _require(request, *READERS)
     try:
         incident_id = int(request.match_info["id"])
     except ValueError:
@@ -274,6 +332,11 @@ async def metrics(request: web.Request) -> web.Response:
 async def websocket(request: web.Request) -> web.StreamResponse:
     app = request.app
     pool = app[POOL]
+    origin = request.headers.get("Origin")
+    if not origin_allowed(origin, request.host, app[SETTINGS].allowed_origins):
+        # Cross-site WebSocket hijacking: another site's page riding on our cookie.
+        log.warning("refused a WebSocket from origin %r", origin)
+        raise ApiError(403, "forbidden_origin", "this origin may not open the feed")
 
     async def authenticate(token: str) -> Principal | None:
         async with pool.acquire() as conn:
@@ -302,6 +365,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/api/login", login)
     r.add_post("/api/logout", logout)
     r.add_get("/api/me", me)
+    r.add_get("/api/config", get_config)
     r.add_get("/api/incidents", list_incidents)
     r.add_get("/api/incidents/{id}", get_incident)
     r.add_get("/api/incidents/{id}/recommendation", get_recommendation)
@@ -323,6 +387,13 @@ def add_routes(app: web.Application) -> None:
         return web.FileResponse(index)
 
     r.add_get("/", console)
+
+    field_page = frontend / "field.html"
+
+    async def field(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(field_page)
+
+    r.add_get("/field", field)
     if (frontend / "static").is_dir():
         r.add_static("/static/", frontend / "static")
     leaflet = frontend / "node_modules" / "leaflet" / "dist"
