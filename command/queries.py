@@ -156,7 +156,30 @@ async def list_units(conn: asyncpg.Connection, principal: Principal) -> list[dic
         )
     else:
         rows = await conn.fetch(f"SELECT {UNIT_COLUMNS} FROM units u ORDER BY u.id")
-    return [unit_wire(r) for r in rows]
+    return await _with_dispatch(conn, [unit_wire(r) for r in rows])
+
+
+async def _with_dispatch(conn: asyncpg.Connection, units: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add each unit's active dispatch, ``{"id", "incident_id", "status"}`` or None.
+
+    The console's units board shows it. It rides in the snapshot (read in the
+    same transaction as its seq), so dispatch events after that seq keep it
+    exact; a unit has at most one active dispatch (a unique index says so).
+    """
+    rows = await conn.fetch(
+        """
+        SELECT id, incident_id, unit_id, status FROM dispatches
+        WHERE status = ANY($1::text[]) AND unit_id = ANY($2::text[])
+        """,
+        sorted(ACTIVE),
+        [u["id"] for u in units],
+    )
+    active = {
+        r["unit_id"]: {"id": r["id"], "incident_id": r["incident_id"], "status": r["status"]} for r in rows
+    }
+    for unit in units:
+        unit["dispatch"] = active.get(unit["id"])
+    return units
 
 
 async def field_scope(conn: asyncpg.Connection, principal: Principal) -> FieldScope:
