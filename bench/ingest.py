@@ -54,6 +54,7 @@ from bench.procs import BenchError, Child, child_env, python_module, running
 from bench.rig import Rig, rig
 from bench.stats import fmt_ms, fmt_rate, fmt_ratio, ratio, summary
 from command.services import EmbeddedMosquitto, ServiceError, free_port
+from command.settings import MqttTarget
 
 RESULTS = Path(__file__).resolve().parent / "results"
 EMERGENCY = Path(sys.executable).with_name("emergency")
@@ -120,12 +121,27 @@ def _patience(messages: float, base: float = 60.0) -> float:
 # -- publisher ---------------------------------------------------------------
 
 
-async def publish(rig: Rig, name: str, port: int, prefix: str, load: Load) -> dict[str, Any]:
-    """Run the publisher process to completion (everything acknowledged). Returns its report."""
+def mqtt_login_env(url: str) -> dict[str, str]:
+    """A child's environment carrying the broker login of ``url``.
+
+    In the environment, not on the command line: other local users can read
+    a process's arguments, not its environment.
+    """
+    target = MqttTarget.from_url(url)
+    login = {"BENCH_MQTT_USERNAME": target.username or "", "BENCH_MQTT_PASSWORD": target.password or ""}
+    return child_env(login)
+
+
+async def publish(rig: Rig, name: str, broker: EmbeddedMosquitto, prefix: str, load: Load) -> dict[str, Any]:
+    """Run the publisher process to completion (everything acknowledged). Returns its report.
+
+    It plays the whole sensor fleet, so it logs in as the demo simulator does.
+    """
     child = Child(
         "publisher",
-        python_module("bench.publisher", "--port", port, "--prefix", prefix, *load.argv()),
+        python_module("bench.publisher", "--port", broker.port, "--prefix", prefix, *load.argv()),
         log=rig.log_path(f"{name}-publisher"),
+        env=mqtt_login_env(broker.simulator_url()),
     )
     async with running(child):
         return await child.result(timeout=_patience(load.messages, base=120.0 + load.seconds))
@@ -155,13 +171,15 @@ async def raw_mqtt(rig: Rig, name: str, save_every_change: bool, load: Load) -> 
         sub_argv = python_module("bench.subscriber", "--port", broker.port, "--timeout", 1800)
         if latency:
             sub_argv.append("--latency")
-        sub = Child("subscriber", sub_argv, log=rig.log_path(f"{name}-subscriber"), stdin=True)
+        # The server's login: it may read every sensor's alarms.
+        log = rig.log_path(f"{name}-subscriber")
+        sub = Child("subscriber", sub_argv, log=log, stdin=True, env=mqtt_login_env(broker.url))
         async with running(sub):
             if (line := await sub.readline(timeout=30)) != "ready":
                 raise sub.failure(f"said {line!r} instead of ready")
             meter = CpuMeter({"broker": _broker_pids(broker)})
             meter.start()
-            pub = await publish(rig, name, broker.port, "raw", load)
+            pub = await publish(rig, name, broker, "raw", load)
             await sub.send(str(pub["published"]))
             got = await sub.result(timeout=_patience(pub["published"]))
             cpu = meter.stop() | {"publisher": pub["cpu_s"], "subscriber": got["cpu_s"]}
@@ -382,7 +400,7 @@ async def ours(
             }
         )
         meter.start()
-        pub = await publish(rig, name, broker.port, name, load)
+        pub = await publish(rig, name, broker, name, load)
         expected = int(pub["published"])
         conn = await asyncpg.connect(url)
         try:

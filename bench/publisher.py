@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 import sys
 import threading
@@ -37,6 +38,13 @@ TICK_S = 0.010
 ACK_TIMEOUT_S = 900.0
 
 
+def login(client: paho.Client) -> None:
+    """Log in as bench/ingest.py says (BENCH_MQTT_USERNAME/PASSWORD; the broker refuses anonymous clients)."""
+    username = os.environ.get("BENCH_MQTT_USERNAME")
+    if username:
+        client.username_pw_set(username, os.environ.get("BENCH_MQTT_PASSWORD"))
+
+
 class Publisher:
     def __init__(self, host: str, port: int, window: int) -> None:
         self.acked = 0
@@ -46,6 +54,7 @@ class Publisher:
         self._all_acked = threading.Event()
         self._closing = False
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{uuid.uuid4().hex[:8]}")
+        login(client)
         client.max_inflight_messages_set(1000)
         client.max_queued_messages_set(0)
         client.on_publish = self._on_publish

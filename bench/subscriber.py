@@ -28,6 +28,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from bench.publisher import login
+
 TOPIC = "sensors/+/alarm"
 
 
@@ -84,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     client = paho.Client(
         CallbackAPIVersion.VERSION2, client_id=f"bench-sub-{uuid.uuid4().hex[:8]}", protocol=paho.MQTTv5
     )
+    login(client)
     client.on_message = counter.on_message
     client.on_subscribe = counter.on_subscribe
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]

@@ -9,11 +9,29 @@ Both servers listen on loopback only. PostgreSQL refuses to run as root, so
 when we are root the cluster is owned by and run as the ``postgres`` account
 the Debian package creates; Mosquitto drops to its ``mosquitto`` account by
 itself, so its folder is handed to that account.
+
+Both run in sessions of their own (a Ctrl-C must reach the server first), so
+they outlive an ``emergency up`` that is SIGKILLed. Each start therefore
+looks for a leftover instance of *its own* folder (``postmaster.pid``, the
+broker's pid file; the process must be alive and be that program for that
+folder) and stops it cleanly before starting, unless the process that
+started it is still alive: then the folder is in use and the start fails.
+Stopping rather than adopting the leftover is deliberate: it may have been
+started with other options (another port, a test cluster without fsync), and
+an instance we started ourselves is one we know how to stop; a clean stop
+checkpoints PostgreSQL and saves Mosquitto's persistence, so nothing is lost
+and it costs a second or two.
+
+The broker authenticates every client (``allow_anonymous false``): accounts
+and their topics are in ``command/broker_accounts.py``; their registry, the
+password file and the ACL live in the broker's folder, and adding an account
+makes a running broker re-read them (SIGHUP).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import pwd
@@ -24,9 +42,29 @@ import socket
 import stat
 import subprocess
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from command.broker_accounts import (
+    SALT_BYTES,
+    SERVER_USERNAME,
+    SERVICE_NAME_RE,
+    SIMULATOR_USERNAME,
+    Account,
+    Role,
+    acl_file,
+    check_password,
+    hash_password,
+    parse_registry,
+    password_file,
+    registry_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +174,72 @@ def _chown_tree(path: Path, account: _Account | None) -> None:
             os.chown(os.path.join(root, name), account.uid, account.gid, follow_symlinks=False)
 
 
+def _start_time(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot), or None when it is not running.
+
+    With the pid it names one process for good: a pid is reused, the pair is not.
+    A zombie (exited, not yet reaped: an orphan's new parent may be slow to
+    reap it) counts as not running.
+    """
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: count from the last ")".
+    fields = stat_line.rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):  # field 3, the state
+        return None
+    return int(fields[19])  # field 22 of proc(5), the 20th after the name
+
+
+def _record_owner(directory: Path) -> None:
+    """Note that this process started the service in ``directory``."""
+    pid = os.getpid()
+    (directory / "owner").write_text(f"{pid} {_start_time(pid)}\n")
+
+
+def _live_owner(directory: Path) -> int | None:
+    """The pid of another process that started the service in ``directory`` and is still alive."""
+    try:
+        pid_text, started = (directory / "owner").read_text().split()
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return None
+    if pid == os.getpid() or str(_start_time(pid)) != started:
+        return None
+    return pid
+
+
+def _take_over(directory: Path, service: str, pid: int) -> None:
+    """Refuse a folder another live process runs ``service`` in; otherwise announce the clean-up.
+
+    Raises:
+        ServiceError: the process that started the instance ``pid`` is alive.
+    """
+    owner = _live_owner(directory)
+    if owner is not None:
+        raise ServiceError(
+            f"{service} in {directory} (pid {pid}) belongs to process {owner}, which is still running "
+            f"(another `emergency up`?); stop that one first"
+        )
+    log.warning(
+        "%s (pid %d) in %s was left running by a run that ended without cleaning up; stopping it",
+        service,
+        pid,
+        directory,
+    )
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    start = _start_time(pid)
+    while start is not None and _start_time(pid) == start:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def _pg_bindir() -> Path:
     configured = os.environ.get("EMERGENCY_PG_BINDIR")
     if configured:
@@ -211,6 +315,11 @@ class EmbeddedPostgres:
         _check_reachable(self.directory.parent, self._account)
         if not (self.datadir / "PG_VERSION").exists():
             self._initdb()
+        # Before choosing the port: a leftover holds the recorded one.
+        leftover = self._leftover_pid()
+        if leftover is not None:
+            _take_over(self.directory, "PostgreSQL", leftover)
+            self._run(self._bindir / "pg_ctl", "-D", self.datadir, "-m", "fast", "-w", "-t", "60", "stop")
         _chown_tree(self.directory, self._account)
         self.port = _stable_port(self.directory / "port")
         options = [
@@ -235,9 +344,28 @@ class EmbeddedPostgres:
             "start",
         )
         self._started = True
+        _record_owner(self.directory)
         self._ensure_database()
         log.info("PostgreSQL %s running on 127.0.0.1:%d", self.datadir, self.port)
         return self.url
+
+    def _leftover_pid(self) -> int | None:
+        """The postmaster running on our data folder, if one is (whoever started it).
+
+        ``postmaster.pid`` alone is not proof: after a crash it names a dead
+        process, or one that reused the pid. The process must be a
+        ``postgres`` whose working directory (the postmaster chdirs there)
+        is our data folder.
+        """
+        try:
+            pid = int((self.datadir / "postmaster.pid").read_text().split("\n", 1)[0])
+            exe = Path(os.readlink(f"/proc/{pid}/exe")).name
+            cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+        except (OSError, ValueError):
+            return None
+        if exe.startswith("postgres") and cwd.resolve() == self.datadir.resolve():
+            return pid
+        return None
 
     def _initdb(self) -> None:
         password = secrets.token_urlsafe(24)
@@ -297,6 +425,8 @@ class EmbeddedPostgres:
             self._run(self._bindir / "pg_ctl", "-D", self.datadir, "-m", "fast", "-w", "-t", "60", "stop")
         except ServiceError as exc:
             log.warning("stopping PostgreSQL: %s", exc)
+        else:
+            (self.directory / "owner").unlink(missing_ok=True)
         self._started = False
 
 
@@ -309,6 +439,10 @@ def _mosquitto_binary() -> str:
 
 def mosquitto_config(port: int, directory: Path, *, save_every_change: bool = True) -> str:
     """The generated broker configuration (pure: returns text).
+
+    Every client logs in (``allow_anonymous false``) with an account of the
+    password file and may use only the topics the ACL grants it; both files
+    are generated from the account registry (``EmbeddedMosquitto.set_password``).
 
     By default persistence is saved on every change, so even a broker crash
     loses no QoS 1 message it has acknowledged to a sensor. Mosquitto saves
@@ -324,8 +458,12 @@ def mosquitto_config(port: int, directory: Path, *, save_every_change: bool = Tr
             "# Generated by `emergency up`; edits are overwritten at the next start.",
             "per_listener_settings false",
             f"listener {port} 127.0.0.1",
-            # Loopback only. Issue #8 replaces this with a password file and ACL.
-            "allow_anonymous true",
+            "allow_anonymous false",
+            f"password_file {directory}/passwd",
+            f"acl_file {directory}/acl",
+            # Written by the broker itself: how a later run finds a leftover
+            # broker, and how `emergency sensors add` finds the one to reload.
+            f"pid_file {directory}/mosquitto.pid",
             "persistence true",
             f"persistence_location {directory}/",
             "persistence_file mosquitto.db",
@@ -345,8 +483,81 @@ def mosquitto_config(port: int, directory: Path, *, save_every_change: bool = Tr
     )
 
 
+def _new_password() -> str:
+    return secrets.token_urlsafe(24)  # 192 random bits
+
+
+def _write_private(path: Path, text: str, account: _Account | None) -> None:
+    """Replace ``path`` atomically with ``text``, mode 0600, owned by ``account`` (when root).
+
+    Atomic, so a broker re-reading its password file or ACL never sees half of one.
+    """
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    if account is not None:
+        os.chown(tmp, account.uid, account.gid)
+    os.replace(tmp, path)
+
+
+def _login_accepted(port: int, username: str, password: str, timeout: float) -> bool:
+    """Whether the broker on ``port`` accepts ``username``/``password`` (it leaves no session)."""
+    replies: list[ReasonCode] = []
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"emergency-check-{secrets.token_hex(4)}", protocol=paho.MQTTv5
+    )
+    client.username_pw_set(username, password)
+    client.on_connect = lambda _c, _u, _f, reason, _p: replies.append(reason)
+    try:
+        client.connect("127.0.0.1", port, keepalive=10)
+    except OSError:
+        return False
+    deadline = time.monotonic() + timeout
+    while not replies and time.monotonic() < deadline:
+        if client.loop(timeout=0.05) != paho.MQTT_ERR_SUCCESS:
+            break  # refused: the broker closed the connection
+    accepted = bool(replies) and not replies[0].is_failure
+    if accepted:
+        client.disconnect()
+        client.loop(timeout=0.05)  # sends the DISCONNECT and closes the socket
+    return accepted
+
+
+def embedded_mqtt_url(directory: Path) -> str | None:
+    """The server's URL for the private broker in ``directory``, if one was ever started there.
+
+    It carries the server account's password: do not log it.
+    """
+    try:
+        port = int((directory / "port").read_text())
+        password = (directory / SERVER_SECRET).read_text().strip()
+    except (OSError, ValueError):
+        return None
+    return _url(SERVER_USERNAME, password, port)
+
+
+def _url(username: str, password: str, port: int) -> str:
+    # Service names and generated passwords are URL-safe as they are; quote()
+    # is a guard, not an encoding anyone needs to undo.
+    return f"mqtt://{quote(username, safe='')}:{quote(password, safe='')}@127.0.0.1:{port}"
+
+
+# Where the service accounts' passwords are kept (mode 0600): the server and
+# the other commands read them to log in; nothing else ever holds them.
+SERVER_SECRET = "server.password"
+SIMULATOR_SECRET = "simulator.password"
+
+
 class EmbeddedMosquitto:
-    """A Mosquitto broker with its config, persistence and log in ``directory``."""
+    """A Mosquitto broker with its config, accounts, persistence and log in ``directory``.
+
+    ``url`` logs in as the server account (``emergency-server``), whose
+    random password is made at the first start and kept in
+    ``directory/server.password`` (0600).
+    """
 
     def __init__(self, directory: Path, *, save_every_change: bool = True) -> None:
         self.directory = directory.resolve()
@@ -354,28 +565,60 @@ class EmbeddedMosquitto:
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._account = _service_account("mosquitto")
+        self._server_password: str | None = None
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        """The server account's URL (it carries the password: do not log it)."""
+        if self._server_password is None:
+            raise ServiceError("the broker has not been started")
+        return _url(SERVER_USERNAME, self._server_password, self.port)
+
+    def url_for(self, username: str, password: str) -> str:
+        """The URL that logs in to this broker as the service account ``username``.
+
+        Raises:
+            ValueError: ``username`` is a device's (``sensors/S-1``): its ``/``
+                would have to be percent-encoded, and ``MqttTarget.from_url``
+                does not decode userinfo.
+        """
+        if not SERVICE_NAME_RE.match(username):
+            raise ValueError(f"{username!r} is not a service account name")
+        return _url(username, password, self.port or self._recorded_port())
+
+    @property
+    def _conf(self) -> Path:
+        return self.directory / "mosquitto.conf"
 
     def start(self, port: int | None = None) -> str:
-        """Write the config and start the broker. Returns its URL.
+        """Write the config and the account files, and start the broker. Returns the server's URL.
 
         Args:
             port: listen here (a restart in tests keeps the port); default a
                 recorded or free one.
+        Raises:
+            ServiceError: the broker did not start, or its folder is in use by
+                another live process.
         """
         self.directory.mkdir(parents=True, exist_ok=True)
         _check_reachable(self.directory.parent, self._account)
+        leftover = self._running_pid()
+        if leftover is not None:
+            _take_over(self.directory, "Mosquitto", leftover)
+            self._terminate(leftover)
+        with self._accounts() as accounts:
+            self._server_password = self._service_password(
+                accounts, Role.SERVER, SERVER_USERNAME, self.directory / SERVER_SECRET
+            )
         self.port = port or _stable_port(self.directory / "port")
-        conf = self.directory / "mosquitto.conf"
-        conf.write_text(mosquitto_config(self.port, self.directory, save_every_change=self.save_every_change))
+        self._conf.write_text(
+            mosquitto_config(self.port, self.directory, save_every_change=self.save_every_change)
+        )
         _chown_tree(self.directory, self._account)
         # Own session: a Ctrl-C aimed at us must not reach the broker before
         # the server has left its MQTT session cleanly.
         self._proc = subprocess.Popen(
-            [_mosquitto_binary(), "-c", str(conf)],
+            [_mosquitto_binary(), "-c", str(self._conf)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -387,6 +630,7 @@ class EmbeddedMosquitto:
             err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
             self.stop()
             raise ServiceError(f"mosquitto: {exc}: {err.strip()}") from None
+        _record_owner(self.directory)
         log.info("Mosquitto running on 127.0.0.1:%d", self.port)
         return self.url
 
@@ -403,3 +647,161 @@ class EmbeddedMosquitto:
             proc.wait()
         if proc.stderr:
             proc.stderr.close()
+        (self.directory / "owner").unlink(missing_ok=True)
+
+    # -- accounts ------------------------------------------------------------------
+
+    def set_password(self, role: Role, username: str) -> str:
+        """Create the account ``username``, or give it a new password (rotation). Returns the password.
+
+        See :meth:`set_passwords`.
+        """
+        return self.set_passwords(role, [username])[username]
+
+    def set_passwords(self, role: Role, usernames: Sequence[str]) -> dict[str, str]:
+        """Create accounts, or give existing ones new passwords. Returns username -> password.
+
+        The passwords exist only in the return value: the registry keeps their
+        hashes. A running broker (ours, or one another process started in this
+        folder) re-reads its files once, and the call returns when it accepts
+        the new passwords; the reload also disconnects a client still logged
+        in with an old one. A stopped broker reads them at its next start.
+
+        Raises:
+            ValueError: a username does not fit ``role`` (broker_accounts.grants_for).
+            ServiceError: the running broker did not accept a new password.
+        """
+        passwords = {username: _new_password() for username in usernames}
+        fresh = [
+            Account(username, role, hash_password(password, secrets.token_bytes(SALT_BYTES)))
+            for username, password in passwords.items()
+        ]
+        with self._accounts() as accounts:
+            accounts.update((account.username, account) for account in fresh)
+        self._reload(check=passwords)
+        return passwords
+
+    def service_password(self, role: Role, username: str, secret_name: str) -> str:
+        """The password of a service account kept in ``directory/secret_name``; made on first use.
+
+        For the demo simulator (``emergency-simulator``), which ``emergency up``
+        and ``emergency simulate`` log in as.
+        """
+        with self._accounts() as accounts:
+            before = accounts.get(username)
+            password = self._service_password(accounts, role, username, self.directory / secret_name)
+            changed = accounts.get(username) != before
+        if changed:
+            self._reload(check={username: password})
+        return password
+
+    def simulator_url(self) -> str:
+        """The demo simulator's URL (its account is made on first use)."""
+        password = self.service_password(Role.SIMULATOR, SIMULATOR_USERNAME, SIMULATOR_SECRET)
+        return self.url_for(SIMULATOR_USERNAME, password)
+
+    def remove_accounts(self, usernames: Iterable[str]) -> list[str]:
+        """Delete accounts (a lost device). Returns the names that existed.
+
+        A running broker re-reads its files and disconnects their clients.
+        """
+        with self._accounts() as accounts:
+            removed = [name for name in usernames if accounts.pop(name, None) is not None]
+        if removed:
+            self._reload()
+        return removed
+
+    def accounts(self) -> list[Account]:
+        """Every account, by username."""
+        with self._accounts() as accounts:
+            return sorted(accounts.values(), key=lambda a: a.username)
+
+    @contextlib.contextmanager
+    def _accounts(self) -> Iterator[dict[str, Account]]:
+        """The registry, locked against other processes; written back (with both files) at exit.
+
+        `emergency up` and `emergency sensors add` may run at the same time.
+        """
+        self.directory.mkdir(parents=True, exist_ok=True)
+        registry = self.directory / "accounts.json"
+        with open(self.directory / "accounts.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            try:
+                accounts = parse_registry(registry.read_text())
+            except FileNotFoundError:
+                accounts = {}
+            except ValueError as exc:
+                raise ServiceError(f"{registry}: {exc}") from None
+            yield accounts
+            # The registry first: the other two are generated from it at every start.
+            _write_private(registry, registry_text(accounts.values()), self._account)
+            _write_private(self.directory / "passwd", password_file(accounts.values()), self._account)
+            _write_private(self.directory / "acl", acl_file(accounts.values()), self._account)
+
+    def _service_password(self, accounts: dict[str, Account], role: Role, username: str, secret: Path) -> str:
+        with contextlib.suppress(OSError):
+            password = secret.read_text().strip()
+            known = accounts.get(username)
+            if known is not None and known.role is role and check_password(password, known.password_hash):
+                return password
+        password = _new_password()
+        accounts[username] = Account(username, role, hash_password(password, secrets.token_bytes(SALT_BYTES)))
+        _write_private(secret, password + "\n", self._account)
+        return password
+
+    def _recorded_port(self) -> int:
+        try:
+            return int((self.directory / "port").read_text())
+        except (OSError, ValueError):
+            raise ServiceError(f"no broker was ever started in {self.directory}") from None
+
+    def _running_pid(self) -> int | None:
+        """The broker running on our config, whoever started it, or None.
+
+        The pid file alone is not proof (a SIGKILLed broker leaves it, and
+        pids are reused): the process must be mosquitto run with our config.
+        """
+        if self._proc is not None and self._proc.poll() is None:
+            return self._proc.pid
+        try:
+            pid = int((self.directory / "mosquitto.pid").read_text())
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            return None
+        ours = [b"-c", os.fsencode(self._conf)]
+        if len(argv) >= 3 and Path(os.fsdecode(argv[0])).name == "mosquitto" and argv[1:3] == ours:
+            return pid
+        return None
+
+    def _terminate(self, pid: int) -> None:
+        """Stop a leftover broker: SIGTERM (it saves its persistence), SIGKILL after 10 s."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        if not _wait_gone(pid, 10):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            if not _wait_gone(pid, 5):
+                raise ServiceError(f"the leftover Mosquitto (pid {pid}) in {self.directory} does not stop")
+
+    def _reload(self, check: dict[str, str] | None = None) -> None:
+        """Make a running broker re-read its password file and ACL (SIGHUP; Mosquitto 2.0 does).
+
+        Args:
+            check: usernames and passwords to wait for until the broker accepts them.
+        Raises:
+            ServiceError: the broker did not accept one of ``check`` within 10 s.
+        """
+        pid = self._running_pid()
+        if pid is None:
+            return  # read at the next start
+        os.kill(pid, signal.SIGHUP)
+        port = self.port or self._recorded_port()
+        deadline = time.monotonic() + 10
+        for username, password in (check or {}).items():
+            while not _login_accepted(port, username, password, timeout=2):
+                if time.monotonic() > deadline:
+                    raise ServiceError(
+                        f"the broker did not accept account {username} after reloading; "
+                        f"see {self.directory / 'mosquitto.log'}"
+                    )
+                time.sleep(0.1)

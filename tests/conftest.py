@@ -23,6 +23,7 @@ import pytest
 from command import db
 from command.migrations import migrate
 from command.services import EmbeddedMosquitto, EmbeddedPostgres
+from tests.integration.helpers import AdminMosquitto
 
 TEMPLATE = "emergency_template"
 
@@ -121,12 +122,16 @@ async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 @pytest.fixture(scope="session")
 def mosquitto(services_dir: Path) -> Iterator[EmbeddedMosquitto | str]:
-    """The broker: an embedded one (restartable by tests), or a configured URL."""
+    """The broker: an embedded one (restartable by tests), or a configured URL.
+
+    Both need logins; the URL (``mqtt_url``) carries an account allowed every
+    topic, since tests play the server and the devices at once.
+    """
     configured = os.environ.get("EMERGENCY_TEST_MQTT_URL")
     if configured:
         yield configured
         return
-    broker = EmbeddedMosquitto(
+    broker = AdminMosquitto(
         services_dir / "mosquitto", save_every_change=os.environ.get("EMERGENCY_TEST_BROKER_SAVE") != "second"
     )
     broker.start()

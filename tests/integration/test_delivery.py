@@ -25,10 +25,9 @@ from paho.mqtt.properties import Properties
 from command import db
 from command.delivery import Delivery
 from command.metrics import Metrics
-from command.services import EmbeddedMosquitto
 from command.settings import MqttTarget
 from sensors.mqtt import MqttSession
-from tests.integration.helpers import SESSIONS, seed_minimal, wait_for_value
+from tests.integration.helpers import SESSIONS, AdminMosquitto, seed_minimal, wait_for_value
 
 UNSENT = "SELECT count(*) FROM unit_outbox WHERE sent_at IS NULL"
 
@@ -50,6 +49,7 @@ class Unit:
     def connect(self) -> None:
         """Connect (blocking: call through asyncio.to_thread) and subscribe on every connect."""
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=paho.MQTTv5)
+        client.username_pw_set(self.target.username, self.target.password)
         client.reconnect_delay_set(min_delay=1, max_delay=2)
         client.on_connect = self._on_connect
         client.on_subscribe = lambda *_: self.subscribed.set()
@@ -102,7 +102,12 @@ async def delivering(
     pool = await db.create_pool(database_url)
     # MqttSession subscribes on every connect; delivery itself needs no topic.
     session = MqttSession(
-        host=target.host, port=target.port, client_id=client_id, subscriptions=[f"test/{client_id}/none"]
+        host=target.host,
+        port=target.port,
+        username=target.username,
+        password=target.password,
+        client_id=client_id,
+        subscriptions=[f"test/{client_id}/none"],
     )
     await session.start()
     metrics = Metrics()
@@ -190,7 +195,7 @@ async def test_orders_written_while_the_broker_is_down_go_out_in_order_when_it_i
 ) -> None:
     caplog.set_level(logging.INFO, logger="command.delivery")
     await seed_minimal(database_url)
-    broker = EmbeddedMosquitto(private_dir / "mosquitto", save_every_change=False)
+    broker = AdminMosquitto(private_dir / "mosquitto", save_every_change=False)
     await asyncio.to_thread(broker.start)
     try:
         async with (
@@ -219,7 +224,8 @@ async def test_orders_written_while_the_broker_is_down_go_out_in_order_when_it_i
             # session was down nothing was published (so paho queued no copies).
             assert unit.seqs() == list(range(21)), unit.seqs()
             assert unit.received[1:] == docs
-            assert sent(metrics) == 21
+            # Counted just after the commit that marked them sent.
+            await until(lambda: sent(metrics) == 21, "the sent counter")
         warnings = [
             r for r in caplog.records if r.levelno == logging.WARNING and r.name == "command.delivery"
         ]

@@ -359,6 +359,7 @@ def _unit_client(mqtt_url: str, unit_id: str) -> tuple[paho.Client, asyncio.Queu
     loop = asyncio.get_running_loop()
     received: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"unit-{unit_id}-{id(received)}")
+    client.username_pw_set(target.username, target.password)
 
     def on_message(_c: paho.Client, _u: object, message: paho.MQTTMessage) -> None:
         loop.call_soon_threadsafe(received.put_nowait, json.loads(message.payload))

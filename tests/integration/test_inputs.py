@@ -105,6 +105,7 @@ def _retained(mqtt_url: str, topic: str, payload: bytes) -> None:
     """Publish a retained message (an empty payload deletes the retained one)."""
     target = MqttTarget.from_url(mqtt_url)
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"retain-{uuid.uuid4().hex[:8]}")
+    client.username_pw_set(target.username, target.password)
     client.connect(target.host, target.port)
     client.loop_start()
     try:
@@ -120,6 +121,7 @@ def _connect_with_will(mqtt_url: str, topic: str, payload: bytes) -> paho.Client
     """A client with a retained last will, connected, driven by hand (no network thread)."""
     target = MqttTarget.from_url(mqtt_url)
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"will-{uuid.uuid4().hex[:8]}")
+    client.username_pw_set(target.username, target.password)
     client.will_set(topic, payload, qos=1, retain=True)
     connected: list[bool] = []
     client.on_connect = lambda *_: connected.append(True)

@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from command.services import EmbeddedMosquitto, EmbeddedPostgres, ServiceError, mosquitto_config
+from command.settings import MqttTarget
 
 
 @pytest.fixture
@@ -60,7 +61,10 @@ def test_mosquitto_starts_and_stops(service_dir: Path) -> None:
     broker = EmbeddedMosquitto(service_dir / "mq")
     broker.start()
     try:
-        assert broker.url.startswith("mqtt://127.0.0.1:")
+        target = MqttTarget.from_url(broker.url)
+        assert (target.username, target.host, target.port) == ("emergency-server", "127.0.0.1", broker.port)
+        with pytest.raises(ValueError, match="not a service account"):
+            broker.url_for("sensors/S-1", "x")  # a device's "/" would not survive MqttTarget
         assert (service_dir / "mq" / "mosquitto.conf").exists()
     finally:
         broker.stop()
