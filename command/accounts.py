@@ -38,8 +38,10 @@ async def add_user(
     role: str,
     unit_id: str | None = None,
     districts: list[str] | None = None,
+    demo: bool = False,
 ) -> int:
-    """Create a user. Returns its id.
+    """Create a user. Returns its id. ``demo`` marks a demo account (a
+    production server refuses to start while one is enabled).
 
     Raises:
         AccountError: bad role, weak password, missing or unexpected unit, duplicate name.
@@ -56,14 +58,15 @@ async def add_user(
     try:
         user_id: int = await conn.fetchval(
             """
-            INSERT INTO users (username, password_hash, role, unit_id, districts)
-            VALUES ($1, $2, $3, $4, $5) RETURNING id
+            INSERT INTO users (username, password_hash, role, unit_id, districts, demo)
+            VALUES ($1, $2, $3, $4, $5, $6) RETURNING id
             """,
             username,
             hashed,
             role,
             unit_id,
             districts,
+            demo,
         )
     except asyncpg.UniqueViolationError:
         raise AccountError(f"user {username!r} already exists") from None
@@ -128,7 +131,10 @@ async def authenticate(conn: asyncpg.Connection, token: str, now: datetime) -> P
 
 async def logout(conn: asyncpg.Connection, token: str, now: datetime) -> None:
     await conn.execute(
-        "UPDATE sessions SET revoked_at = $2 WHERE token_hash = $1 AND revoked_at IS NULL",
+        """
+        UPDATE sessions SET revoked_at = $2, revoked_reason = 'logout'
+        WHERE token_hash = $1 AND revoked_at IS NULL
+        """,
         token_hash(token),
         now,
     )

@@ -240,7 +240,10 @@ async def _receive_osm(request: web.Request, folder: Path) -> tuple[Path, int]:
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(limit)
     if request.content_type.startswith("multipart/"):
-        reader = await request.multipart()
+        try:
+            reader = await request.multipart()
+        except ValueError as exc:  # e.g. no boundary: the client's mistake, not a 500
+            raise ApiError(400, "bad_request", f"not a readable multipart body: {exc}") from None
         async for part in reader:
             if isinstance(part, BodyPartReader) and (part.name == "file" or part.filename):
                 path = folder / osm_file_name(part.filename, fmt)

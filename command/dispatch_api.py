@@ -18,6 +18,7 @@ from aiohttp import web
 from shapely.geometry import Point
 
 from command import dispatch_store, incident_store, queries, tasks_store
+from command.audit_http import audit_request
 from command.errors import ApiError
 from command.feed_protocol import ACTORS, Principal
 from command.keys import DELIVERY, PLANS, POOL
@@ -67,9 +68,20 @@ async def create_dispatch(request: web.Request) -> web.Response:
     except BadRequest as exc:
         raise ApiError(400, "bad_request", str(exc)) from None
     await _in_scope(request, principal, incident_id)
-    async with request.app[POOL].acquire() as conn:
+    # The audit row commits with the dispatch, or neither does (a refusal is
+    # recorded by command/guard.py after the rollback).
+    async with request.app[POOL].acquire() as conn, conn.transaction():
         outcome = await dispatch_store.create_dispatches(
             conn, incident_id, order, actor=principal.username, now=now(), plans=request.app[PLANS]
+        )
+        await audit_request(
+            request,
+            conn,
+            principal,
+            "dispatch.create",
+            target=f"incident:{incident_id}",
+            status=201,
+            detail={"units": [u.unit_id for u in order.units], "supplies": len(order.supplies)},
         )
     _wake_delivery(request)
     return web.json_response(outcome.body, status=201)
@@ -125,7 +137,7 @@ async def dispatch_status(request: web.Request) -> web.Response:
     if principal.role == "field" and status == "cancelled":
         raise ApiError(403, "forbidden", "a field team declines a dispatch; only a commander cancels one")
     await _visible_dispatch(request, principal, dispatch_id)
-    async with request.app[POOL].acquire() as conn:
+    async with request.app[POOL].acquire() as conn, conn.transaction():
         outcome = await dispatch_store.change_dispatch_status(
             conn,
             dispatch_id,
@@ -134,6 +146,14 @@ async def dispatch_status(request: web.Request) -> web.Response:
             actor=principal.username,
             now=now(),
             only_unit=principal.unit_id if principal.role == "field" else None,
+        )
+        await audit_request(
+            request,
+            conn,
+            principal,
+            "dispatch.status",
+            target=f"dispatch:{dispatch_id}",
+            detail={"status": status, "reason": reason},
         )
     if outcome.unit_mail:
         _wake_delivery(request)
@@ -148,9 +168,18 @@ async def incident_status(request: web.Request) -> web.Response:
     status = _text(body, "status", required=True, limit=32)
     assert status is not None
     await _in_scope(request, principal, incident_id)
-    async with request.app[POOL].acquire() as conn:
+    reason = _text(body, "reason")
+    async with request.app[POOL].acquire() as conn, conn.transaction():
         incident = await incident_store.change_status(
-            conn, incident_id, status, reason=_text(body, "reason"), actor=principal.username, now=now()
+            conn, incident_id, status, reason=reason, actor=principal.username, now=now()
+        )
+        await audit_request(
+            request,
+            conn,
+            principal,
+            "incident.status",
+            target=f"incident:{incident_id}",
+            detail={"status": status, "reason": reason},
         )
     _wake_delivery(request)  # a false alarm calls units back
     return web.json_response(incident)
@@ -170,14 +199,15 @@ async def create_incident(request: web.Request) -> web.Response:
     principal = _require(request, *ACTORS)
     body = await _json_body(request)
     kind, severity = body.get("kind"), body.get("severity", "Unknown")
-    if kind not in KINDS:
+    # isinstance first: a JSON object or list is unhashable (a 500, not a 400).
+    if not isinstance(kind, str) or kind not in KINDS:
         raise ApiError(400, "bad_request", f"kind must be one of {', '.join(sorted(KINDS))}")
-    if severity not in SEVERITIES:
+    if not isinstance(severity, str) or severity not in SEVERITIES:
         raise ApiError(400, "bad_request", f"severity must be one of {', '.join(SEVERITIES)}")
     location = Point(_coordinate(body, "lon", 180), _coordinate(body, "lat", 90))
     title = _text(body, "title", required=True, limit=200)
     assert title is not None
-    async with request.app[POOL].acquire() as conn:
+    async with request.app[POOL].acquire() as conn, conn.transaction():
         incident = await incident_store.create_manual(
             conn,
             kind=kind,
@@ -186,6 +216,15 @@ async def create_incident(request: web.Request) -> web.Response:
             title=title,
             actor=principal.username,
             now=now(),
+        )
+        await audit_request(
+            request,
+            conn,
+            principal,
+            "incident.create",
+            target=f"incident:{incident['id']}",
+            status=201,
+            detail={"kind": kind, "severity": severity, "title": title},
         )
     if principal.districts is not None and incident["district"] not in principal.districts:
         # Created (the call was real) but outside this account's jurisdiction.
@@ -234,7 +273,7 @@ async def add_task(request: web.Request) -> web.Response:
     at = now()
     due = _due(body, at)
     await _in_scope(request, principal, incident_id)
-    async with request.app[POOL].acquire() as conn:
+    async with request.app[POOL].acquire() as conn, conn.transaction():
         task = await tasks_store.add_task(
             conn,
             incident_id,
@@ -244,6 +283,15 @@ async def add_task(request: web.Request) -> web.Response:
             owner_name=_text(body, "owner_name", limit=100),
             actor=principal.username,
             now=at,
+        )
+        await audit_request(
+            request,
+            conn,
+            principal,
+            "task.create",
+            target=f"task:{task['id']}",
+            status=201,
+            detail={"incident_id": incident_id, "title": title},
         )
     return web.json_response(task, status=201)
 
@@ -257,7 +305,7 @@ async def update_task(request: web.Request) -> web.Response:
     field = principal.role == "field"
     if field and ({"owner_unit", "owner_name"} & body.keys()):
         raise ApiError(403, "forbidden", "only a commander reassigns a task")
-    async with request.app[POOL].acquire() as conn:
+    async with request.app[POOL].acquire() as conn, conn.transaction():
         incident_id = await conn.fetchval("SELECT incident_id FROM tasks WHERE id = $1", task_id)
         if incident_id is None or (
             not field and await queries.incident_place(conn, principal, incident_id) is None
@@ -274,6 +322,14 @@ async def update_task(request: web.Request) -> web.Response:
             actor=principal.username,
             now=now(),
             only_unit=principal.unit_id if field else None,
+        )
+        await audit_request(
+            request,
+            conn,
+            principal,
+            "task.update",
+            target=f"task:{task_id}",
+            detail={k: body[k] for k in ("status", "owner_unit", "owner_name") if k in body},
         )
     return web.json_response(task)
 

