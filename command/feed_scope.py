@@ -111,6 +111,11 @@ class View:
                     scope.workers.add(event.unit_id)
                 else:
                     scope.workers.discard(event.unit_id)
+            else:
+                # Working another incident (a replay starts from today's
+                # workers, who may have been elsewhere earlier): not ours,
+                # and neither is this dispatch.
+                scope.workers.discard(event.unit_id)
         if event.unit_id is not None and (event.unit_id == me or event.unit_id in scope.workers):
             return True
         return event.incident_id is not None and event.incident_id in scope.incidents

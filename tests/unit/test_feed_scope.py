@@ -62,6 +62,16 @@ def test_the_scope_read_at_catch_up_is_where_the_view_starts() -> None:
     assert not view.admit(ev("unit.moved", unit="U-4"))
 
 
+def test_a_fellow_unit_seen_on_another_incident_is_not_ours_there() -> None:
+    # A replay starts from today's fellows; earlier, U-3 worked incident 9.
+    ev = Stream()
+    view = View(FIELD, FieldScope({7}, {"U-3"}))
+    assert not view.admit(ev("dispatch.created", {"status": "dispatched"}, incident=9, unit="U-3"))
+    assert not view.admit(ev("unit.moved", unit="U-3"))
+    assert view.admit(ev("dispatch.created", {"status": "dispatched"}, incident=7, unit="U-3"))
+    assert view.admit(ev("unit.moved", unit="U-3"))
+
+
 def test_district_bound_accounts_and_everyone_else() -> None:
     ev = Stream()
     assert View(BOSS).admit(ev("sensor.online"))
