@@ -19,7 +19,9 @@ test: install lint
 	.venv/bin/python -m pytest -q -p no:cacheprovider
 
 # Benchmarks (bench/): never part of `make test`; results land in bench/results/.
+# The bench extra (matplotlib for the charts, py-spy) is installed only when missing.
 bench: install
+	@.venv/bin/python -c 'import matplotlib' 2>/dev/null || .venv/bin/python -m pip install -q -e '.[test,bench]'
 	.venv/bin/python -m bench
 
 clean:

@@ -69,6 +69,21 @@ def pids_with_argument(argument: str) -> list[int]:
     return found
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot, every process and the kernel (/proc/stat).
+
+    Beside the seconds our own processes used, it says how much of the
+    machine something else took during a measurement: on a shared machine
+    that is the first thing to know about a figure.
+    """
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+    return (user + nice + system + irq + softirq + steal) / _TICK
+
+
 def _per_pid(pids: list[int]) -> dict[int, float]:
     return {pid: seconds for pid in pids if (seconds := process_cpu(pid)) is not None}
 

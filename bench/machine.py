@@ -62,6 +62,7 @@ def machine_info() -> dict[str, str]:
         "mosquitto": _first_line([_mosquitto_binary(), "-h"]),
         "paho-mqtt": _version("paho-mqtt"),
         "asyncpg": _version("asyncpg"),
+        "aiohttp": _version("aiohttp"),
         "revision": _git_revision(),
         "load": load_average(),
     }
