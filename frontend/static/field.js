@@ -23,7 +23,7 @@ import {
 } from "./i18n.js";
 import {
   Api, Feed, Beeper, ConsoleState, el, fmtTime, fmtCoords, safeStorage, errorMessage, hasPosition,
-  backoffDelay, formatEta, formatDistance, formatCountdown, classToken, DISPATCH_ACTIVE,
+  backoffDelay, formatEta, formatDistance, formatCountdown, classToken, DISPATCH_ACTIVE, escapeHtml,
 } from "./console.js";
 
 // ---------------------------------------------------------------------------
@@ -528,6 +528,7 @@ class FieldApp {
     this.feed.start();
     this.refreshDispatches();
     this.loadCityLayers();
+    this.loadTiles();
     this.startGeo();
   }
 
@@ -1296,13 +1297,19 @@ class FieldApp {
       pickups: L.featureGroup().addTo(map),
       dispatch: L.featureGroup().addTo(map),
     };
-    const tileUrl = typeof window.EMERGENCY_TILE_URL === "string" ? window.EMERGENCY_TILE_URL.trim() : "";
-    if (tileUrl) {
-      L.tileLayer(tileUrl, {
-        maxZoom: 19,
-        attribution: typeof window.EMERGENCY_TILE_ATTRIBUTION === "string" ? window.EMERGENCY_TILE_ATTRIBUTION : "",
-      }).addTo(map);
-    }
+  }
+
+  /** The centre's raster tiles under our own basemap, when GET /api/config names a tile server. */
+  async loadTiles() {
+    const resp = await this.api.request("GET", "/api/config");
+    if (this.view !== "field" || !this.map || this.tileLayer) return;
+    const url = resp.status === 200 && resp.body && typeof resp.body.tile_url === "string" ? resp.body.tile_url.trim() : "";
+    if (!url) return; // the offline basemap (our roads) is the default
+    this.tileLayer = L.tileLayer(url, {
+      maxZoom: 19,
+      // Leaflet puts attributions in as HTML; the setting is plain text.
+      attribution: escapeHtml(resp.body.tile_attribution || ""),
+    }).addTo(this.map);
   }
 
   /** The offline basemap (roads) and the city's hazards and sites, whose shapes the nearby lists point to. */
