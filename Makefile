@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
-.PHONY: install demo test lint unit bench clean
+.PHONY: install demo test lint unit bench chaos clean
 
 install:
 	@bash tools/install.sh
@@ -8,7 +8,7 @@ demo: install
 	.venv/bin/emergency up
 
 lint: install
-	.venv/bin/ruff check command sensors dispatch tests bench
+	.venv/bin/ruff check command sensors dispatch tests bench chaos
 	.venv/bin/mypy
 
 unit: install
@@ -23,6 +23,11 @@ test: install lint
 bench: install
 	@.venv/bin/python -c 'import matplotlib' 2>/dev/null || .venv/bin/python -m pip install -q -e '.[test,bench]'
 	.venv/bin/python -m bench
+
+# Fault injection (chaos/): never part of `make test` (small versions of each case are);
+# results land in chaos/results/. `python -m chaos --quick` is a short run.
+chaos: install
+	.venv/bin/python -m chaos
 
 clean:
 	rm -rf .venv frontend/node_modules

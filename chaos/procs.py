@@ -3,9 +3,10 @@
 Every child (server, publisher, console fleet) runs in a session of its own,
 so a Ctrl-C in the terminal reaches only the orchestrator, which then stops
 them in order (servers before the broker they talk to). Each child registers
-with :data:`REGISTRY` while it runs; :func:`sweep` kills whatever is still
-registered, and runs both when the run's block ends and, as a last resort,
-when the interpreter exits, so a failure half-way through leaves nothing.
+with :data:`REGISTRY` while it runs, and so does every service. When the
+run's block ends, however it ends, the children still registered are stopped
+and then the services; ``python -m chaos`` sweeps once more after its event
+loop has stopped, so a failure half-way through leaves nothing running.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class ChaosError(RuntimeError):
 
 
 class Registry:
-    """Pids of live children and stop callbacks of live services, newest last."""
+    """Live children (by pid) and the stop callbacks of live services, newest last."""
 
     def __init__(self) -> None:
         self.children: dict[int, Child] = {}

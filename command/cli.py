@@ -538,7 +538,7 @@ def parser() -> argparse.ArgumentParser:
     drain.add_argument("name", help="the retired instance's EMERGENCY_INSTANCE")
     drain.add_argument(
         "--share-group",
-        help="the share group that instance used (default: $EMERGENCY_MQTT_SHARE_GROUP, else emergency)",
+        help="the share group that instance used (default: $EMERGENCY_MQTT_SHARE_GROUP, else none)",
     )
     drain.add_argument(
         "--idle-timeout",

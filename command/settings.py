@@ -71,7 +71,11 @@ class Settings:
     instance: str = field(default_factory=platform.node)
     # Instances in one MQTT shared-subscription group split the ingest (each
     # message goes to one of them); "" subscribes plainly (each gets all).
-    mqtt_share_group: str = "emergency"
+    # Empty (plain subscriptions) by default: Mosquitto 2.0 does not restore a
+    # session's *shared* subscriptions after its own restart, so alarms sent
+    # before the server resubscribes are dropped (make chaos, broker case).
+    # Several instances opt in to a group (docs/scaling.md).
+    mqtt_share_group: str = ""
     # For what needs a database session of its own: the feed's LISTEN and the
     # migrations' session advisory lock. None means database_url. Behind
     # pgbouncer in transaction pooling mode, point this at PostgreSQL itself
@@ -207,7 +211,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         http_port=_int(env, "EMERGENCY_HTTP_PORT", 8080),
         data_dir=Path(env.get("EMERGENCY_DATA_DIR", "var")),
         instance=env.get("EMERGENCY_INSTANCE") or platform.node(),
-        mqtt_share_group=env.get("EMERGENCY_MQTT_SHARE_GROUP", "emergency"),
+        mqtt_share_group=env.get("EMERGENCY_MQTT_SHARE_GROUP", ""),
         direct_database_url=env.get("EMERGENCY_DIRECT_DATABASE_URL") or None,
         token_ttl_s=_int(env, "EMERGENCY_TOKEN_TTL_S", 12 * 3600),
         position_max_age_s=_int(env, "EMERGENCY_POSITION_MAX_AGE_S", 900),

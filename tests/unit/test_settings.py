@@ -35,7 +35,7 @@ def test_a_host_name_that_is_no_valid_instance_name_asks_for_one(monkeypatch: py
 
 
 def test_the_share_group_defaults_to_emergency_and_may_be_empty() -> None:
-    assert load(BASE | {"EMERGENCY_INSTANCE": "a"}).mqtt_share_group == "emergency"
+    assert load(BASE | {"EMERGENCY_INSTANCE": "a"}).mqtt_share_group == ""
     assert load(BASE | {"EMERGENCY_INSTANCE": "a", "EMERGENCY_MQTT_SHARE_GROUP": ""}).mqtt_share_group == ""
     with pytest.raises(ValueError, match="EMERGENCY_MQTT_SHARE_GROUP"):
         load(BASE | {"EMERGENCY_INSTANCE": "a", "EMERGENCY_MQTT_SHARE_GROUP": "a/b"})
