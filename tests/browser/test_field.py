@@ -189,8 +189,15 @@ async def assert_clean_text(page: Page) -> None:
 async def touch_targets_fit(page: Page, locator: Locator) -> None:
     """Each control is at least 48 px tall and on screen across the width."""
     width = page.viewport_size["width"] if page.viewport_size else 0
-    for i in range(await locator.count()):
-        box = await locator.nth(i).bounding_box()
+    # The card re-renders on every live event: a button counted a moment ago
+    # may be replaced (no box) by the time it is measured, so measure the
+    # current set again until it holds still.
+    for _ in range(50):
+        boxes = [await locator.nth(i).bounding_box() for i in range(await locator.count())]
+        if boxes and all(box is not None for box in boxes):
+            break
+        await asyncio.sleep(0.1)
+    for box in boxes:
         assert box is not None and box["height"] >= 48, box
         assert box["x"] >= 0 and box["x"] + box["width"] <= width, box
 
