@@ -36,6 +36,11 @@ class ClientBuffer:
         """Is anything other than positions waiting? Those are sent without delay."""
         return self._urgent > 0
 
+    @property
+    def positions(self) -> bool:
+        """Is any unit's position waiting? Those are sent at most every so often."""
+        return bool(self._moved)
+
     def push(self, event: Event, *, conflate: bool = True) -> None:
         """Add an event (seq order).
 
