@@ -7,6 +7,12 @@
 
 The format follows the file's extension (.csv; .geojson or .json) unless
 ``--format`` says otherwise. Formats and semantics: docs/import.md.
+
+Every import, whether it succeeds or fails, appends one ``cli.import`` row
+to the audit log (``command/audit.py``, as the REST imports do): the
+operating-system user as ``cli:NAME``, from ``local`` (the host name in the
+detail), the kind as the target, the file and row count, and the error of a
+failed one. A successful row import's entry commits with its rows.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import platform
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
@@ -23,7 +30,7 @@ from typing import IO, Any, TypeVar
 import asyncpg
 from tqdm import tqdm
 
-from command import importer
+from command import audit, importer
 from command.imports import KINDS, Format, InvalidRows, Row, decode, dump, format_of, parse
 from command.settings import Settings
 
@@ -46,6 +53,64 @@ async def _connect(url: str) -> asyncpg.Connection:
     from command.cli import _connect as connect
 
     return await connect(url)
+
+
+class ImportAudit:
+    """The audit row of one command-line import: written once, ok or failed.
+
+    The command line has no session: the actor is the operating-system user
+    who ran it, the address ``local``.
+    """
+
+    #: Longest error kept in the entry (a file with many bad rows says them all on stderr).
+    MAX_ERROR = 2000
+
+    def __init__(self, url: str, kind: str, path: Path) -> None:
+        self._url = url
+        self._kind = kind
+        self._file = str(path.absolute())
+        self.recorded = False
+
+    async def _record(self, conn: asyncpg.Connection, outcome: str, detail: dict[str, Any]) -> None:
+        from command.cli import _os_user
+
+        await audit.record(
+            conn,
+            action="cli.import",
+            outcome=outcome,
+            actor=f"cli:{_os_user()}",
+            role=None,
+            address="local",
+            target=f"import:{self._kind}",
+            detail={"file": self._file, "host": platform.node() or None, **detail},
+        )
+
+    async def ok(self, conn: asyncpg.Connection, **detail: Any) -> None:
+        """Record the success on ``conn``, in the import's transaction when there is
+        one; the caller sets :attr:`recorded` once that has committed."""
+        await self._record(conn, "ok", detail)
+
+    def failed(self, error: str, *, outcome: str = "failed", **detail: Any) -> None:
+        """Record a failure in a connection of its own (the import's work rolled back).
+
+        When even that is impossible (no database, no schema), say so on
+        stderr: the import's own error follows.
+        """
+        if self.recorded:
+            return
+        self.recorded = True
+
+        async def main() -> None:
+            conn = await _connect(self._url)
+            try:
+                await self._record(conn, outcome, {**detail, "error": error[: self.MAX_ERROR]})
+            finally:
+                await conn.close()
+
+        try:
+            asyncio.run(main())
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            print(f"emergency import: the audit log could not record this failure: {exc}", file=sys.stderr)
 
 
 def _run(what: str, main: Coroutine[Any, Any, T]) -> T:
@@ -155,10 +220,26 @@ def _format(args: argparse.Namespace, name: str) -> Format:
 
 def cmd_import(args: argparse.Namespace, settings: Settings) -> None:
     url = _database_url(settings)
+    record = ImportAudit(url, args.kind, args.file)
+    try:
+        if args.kind == "roads":
+            _import_roads(url, args.file, args.mapconfig, record)
+        else:
+            _import_rows(args, url, record)
+    except SystemExit as exc:
+        # Every refusal ends here, as the message the user reads.
+        record.failed(str(exc.code))
+        raise
+    except KeyboardInterrupt:
+        record.failed("interrupted", outcome="error")
+        raise
+    except Exception as exc:
+        record.failed(f"{type(exc).__name__}: {exc}", outcome="error")
+        raise
+
+
+def _import_rows(args: argparse.Namespace, url: str, record: ImportAudit) -> None:
     path: Path = args.file
-    if args.kind == "roads":
-        _import_roads(url, path, args.mapconfig)
-        return
     if args.mapconfig is not None:
         raise SystemExit("emergency import: --mapconfig is for roads only")
     name = str(path)
@@ -172,22 +253,48 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> None:
     async def main(rows: Sequence[Row]) -> int:
         conn = await _connect(url)
         try:
-            return await importer.import_rows(conn, args.kind, rows, progress)
+            # The audit entry commits with the rows, or neither does.
+            async with conn.transaction():
+                count = await importer.import_rows(conn, args.kind, rows, progress)
+                await record.ok(conn, format=fmt, rows=count)
+            record.recorded = True
+            return count
         finally:
             progress.close()
             await conn.close()
 
+    rows: Sequence[Row] | None = None
     try:
         # The whole file is checked before the database is even contacted.
         rows = parse(args.kind, decode(data, name), file=name, fmt=fmt)
         count = _run(f"emergency import: {name}: nothing imported", main(rows))
     except InvalidRows as exc:
         found = f"{len(exc.errors)}{'+' if exc.truncated else ''}"
-        raise SystemExit(f"emergency import: {name}: nothing imported; {found} error(s):\n{exc}") from None
+        message = f"emergency import: {name}: nothing imported; {found} error(s):\n{exc}"
+        record.failed(
+            message,
+            format=fmt,
+            rows=None if rows is None else len(rows),
+            errors=len(exc.errors),
+            truncated=exc.truncated,
+        )
+        raise SystemExit(message) from None
+    except SystemExit as exc:
+        record.failed(str(exc.code), format=fmt, rows=None if rows is None else len(rows))
+        raise
     print(f"imported {count} {args.kind} from {name}")
 
 
-def _import_roads(url: str, path: Path, mapconfig: Path | None) -> None:
+class _NotAudited(Exception):
+    """The roads were imported (committed), and then their audit entry could not be written."""
+
+    def __init__(self, count: int, reason: Exception) -> None:
+        super().__init__(count, reason)
+        self.count = count
+        self.reason = reason
+
+
+def _import_roads(url: str, path: Path, mapconfig: Path | None, record: ImportAudit) -> None:
     progress = RoadProgress()
 
     async def main() -> int:
@@ -197,6 +304,13 @@ def _import_roads(url: str, path: Path, mapconfig: Path | None) -> None:
         try:
             count = await importer.import_roads(conn, url, path, mapconfig=mapconfig, progress=progress)
             done = True
+            # osm2pgrouting committed on a connection of its own: no shared
+            # transaction to join (as over HTTP).
+            try:
+                await record.ok(conn, rows=count)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                raise _NotAudited(count, exc) from None
+            record.recorded = True
             return count
         finally:
             ticker.cancel()
@@ -209,6 +323,12 @@ def _import_roads(url: str, path: Path, mapconfig: Path | None) -> None:
         count = _run(f"emergency import roads: {path}: nothing imported", main())
     except importer.RoadImportError as exc:
         raise SystemExit(f"emergency import roads: {exc}") from None
+    except _NotAudited as exc:
+        record.recorded = True  # the roads were replaced: no "failed" entry either
+        raise SystemExit(
+            f"emergency import roads: imported {exc.count} road edges from {path}, "
+            f"but the audit log could not record it: {exc.reason}"
+        ) from None
     print(f"imported {count} road edges from {path} (the road network was replaced)")
 
 

@@ -578,9 +578,8 @@ class EmbeddedMosquitto:
         """The URL that logs in to this broker as the service account ``username``.
 
         Raises:
-            ValueError: ``username`` is a device's (``sensors/S-1``): its ``/``
-                would have to be percent-encoded, and ``MqttTarget.from_url``
-                does not decode userinfo.
+            ValueError: ``username`` is not a service account's (a device's
+                ``sensors/S-1`` logs in with its own issued login).
         """
         if not SERVICE_NAME_RE.match(username):
             raise ValueError(f"{username!r} is not a service account name")

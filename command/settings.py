@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from sensors.topics import GROUP_RE
 
@@ -35,6 +35,11 @@ class MqttTarget:
     def from_url(cls, url: str) -> MqttTarget:
         """Parse ``mqtt://[user:pass@]host[:port]``.
 
+        The user name and password are percent-decoded, as in any URL: a
+        device's ``sensors/S-1`` is written ``sensors%2FS-1``, a password's
+        ``@``, ``:`` or ``/`` as ``%40``, ``%3A``, ``%2F``
+        (``urllib.parse.quote(..., safe="")`` writes them so).
+
         Raises:
             ValueError: the URL is not an mqtt:// URL.
         """
@@ -46,13 +51,13 @@ class MqttTarget:
         return cls(
             host=parts.hostname,
             port=parts.port or 1883,
-            username=parts.username,
-            password=parts.password,
+            username=unquote(parts.username) if parts.username is not None else None,
+            password=unquote(parts.password) if parts.password is not None else None,
         )
 
     def url(self) -> str:
         """The URL without the password (safe to log)."""
-        user = f"{self.username}@" if self.username else ""
+        user = f"{quote(self.username, safe='')}@" if self.username else ""
         return f"mqtt://{user}{self.host}:{self.port}"
 
 

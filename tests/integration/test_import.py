@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import getpass
 import json
 import logging
 import os
+import platform
 import pty
 import shutil
 import struct
@@ -24,7 +26,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from command import db
+from command import db, db_roles
 from command.admin_api import MAX_BODY, ROAD_IMPORT_LOCK, add_admin_routes
 from command.demo_city import build_city
 from command.importer import RoadImportError, export_rows, import_roads, import_rows
@@ -34,6 +36,7 @@ from command.seed import seed_demo
 from command.settings import Settings
 from command.web import auth_middleware, errors_middleware
 from tests.integration.helpers import running_server, seed_minimal, settings_for
+from tests.integration.security_world import app_role
 
 ROOT = Path(__file__).resolve().parents[2]
 OSM = ROOT / "tests" / "fixtures" / "tiny_city.osm"
@@ -250,6 +253,86 @@ async def test_cli_import_and_export(conn: asyncpg.Connection, database_url: str
     )
     assert stdout.returncode == 0, stdout.stderr
     assert stdout.stdout == dump("units", await export_rows(conn, "units"), "csv")
+
+
+async def cli_audit(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    """The command line's import entries in the audit log, oldest first."""
+    rows = await conn.fetch(
+        "SELECT at, actor, actor_role, target, outcome, status, address, detail "
+        "FROM audit_log WHERE action = 'cli.import' ORDER BY id"
+    )
+    return [dict(r) for r in rows]
+
+
+async def test_cli_imports_are_audited_as_the_servers_own_role(
+    conn: asyncpg.Connection, database_url: str, tmp_path: Path
+) -> None:
+    # As the DML-only role the server runs as (command/db_roles.py): it may
+    # append to the audit log, and every import, good or bad, does.
+    await seed_district(conn)
+    units = tmp_path / "units.csv"
+    units.write_text(UNITS)
+    bad = tmp_path / "bad_units.csv"
+    bad.write_text(UNITS + "U-3,Boat,boat,,three,,,,,\n")
+    stranger = tmp_path / "stranger.csv"  # valid, but names a district that does not exist
+    stranger.write_text(UNITS.splitlines()[0] + "\nU-9,Boat 9,boat,,2,,D-9,available,30.2,120.1\n")
+    async with app_role(database_url) as app_url:
+        env = cli_env(app_url, tmp_path)
+        done = await asyncio.to_thread(emergency, env, "import", "units", str(units))
+        assert done.returncode == 0, done.stderr
+        failed = await asyncio.to_thread(emergency, env, "import", "units", str(bad))
+        assert failed.returncode == 1
+        refused = await asyncio.to_thread(emergency, env, "import", "units", str(stranger))
+        assert refused.returncode == 1
+        missing = await asyncio.to_thread(emergency, env, "import", "units", str(tmp_path / "nowhere.csv"))
+        assert missing.returncode == 1
+    for result in (done, failed, refused, missing):
+        assert "audit log could not" not in result.stderr
+    assert await conn.fetchval("SELECT count(*) FROM units") == 2
+
+    entries = await cli_audit(conn)
+    assert len(entries) == 4
+    for entry in entries:
+        assert entry["actor"] == f"cli:{getpass.getuser()}"
+        assert (entry["actor_role"], entry["status"], entry["address"]) == (None, None, "local")
+        assert entry["target"] == "import:units"
+        assert entry["detail"]["host"] == (platform.node() or None)
+        assert entry["at"] is not None
+    ok, invalid, stranger_entry, unreadable = entries
+    assert ok["outcome"] == "ok"
+    assert ok["detail"] == {"file": str(units), "host": platform.node() or None, "format": "csv", "rows": 2}
+    assert invalid["outcome"] == "failed"
+    assert (invalid["detail"]["file"], invalid["detail"]["rows"]) == (str(bad), None)
+    crew = f"{bad}: row 4, field 'crew': must be a whole number >= 0, got 'three'"
+    assert crew in invalid["detail"]["error"]
+    assert invalid["detail"]["error"].startswith(f"emergency import: {bad}: nothing imported; 1 error(s)")
+    # Refused by what the database holds: the file parsed, its row count is known.
+    assert stranger_entry["outcome"] == "failed"
+    assert (stranger_entry["detail"]["file"], stranger_entry["detail"]["rows"]) == (str(stranger), 1)
+    assert "row 2" in stranger_entry["detail"]["error"] and "D-9" in stranger_entry["detail"]["error"]
+    assert unreadable["outcome"] == "failed"
+    assert unreadable["detail"]["file"] == str(tmp_path / "nowhere.csv")
+    assert "cannot read" in unreadable["detail"]["error"]
+
+
+async def test_a_cli_import_that_cannot_reach_the_audit_log_imports_nothing(
+    conn: asyncpg.Connection, database_url: str, tmp_path: Path
+) -> None:
+    # The entry commits with the rows: a role that may write units but not
+    # the audit log imports nothing, and says that even the failure went unrecorded.
+    await seed_district(conn)
+    (tmp_path / "units.csv").write_text(UNITS)
+    async with app_role(database_url) as app_url:
+        role = db_roles.username_of(app_url)
+        await conn.execute(f'REVOKE INSERT ON audit_log FROM "{role}"')
+        result = await asyncio.to_thread(
+            emergency, cli_env(app_url, tmp_path), "import", "units", str(tmp_path / "units.csv")
+        )
+    assert result.returncode == 1
+    assert "permission denied for table audit_log" in result.stderr
+    assert "the audit log could not record this failure" in result.stderr
+    assert await conn.fetchval("SELECT count(*) FROM units") == 0
+    assert await cli_audit(conn) == []
 
 
 # --- REST ------------------------------------------------------------------------------------
@@ -526,6 +609,12 @@ async def test_road_import_steps_and_export_through_the_cli(
     assert lines[0] == "roads: step 1 of 2: building the routable graph from broken.osm (osm2pgrouting)"
     assert lines[1].startswith("emergency import roads: osm2pgrouting failed")
     assert await conn.fetchval("SELECT count(*) FROM roads") == 4
+    # Both are in the audit log, as the operating-system user who ran them.
+    ok, bad = await cli_audit(conn)
+    assert (ok["actor"], ok["target"], ok["outcome"]) == (f"cli:{getpass.getuser()}", "import:roads", "ok")
+    assert (ok["detail"]["file"], ok["detail"]["rows"]) == (str(OSM), 4)
+    assert (bad["target"], bad["outcome"], bad["detail"]["file"]) == ("import:roads", "failed", str(broken))
+    assert bad["detail"]["error"].startswith("emergency import roads: osm2pgrouting failed")
 
     out = tmp_path / "roads.geojson"
     exported = await asyncio.to_thread(emergency, env, "export", "roads", str(out))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
 
-from command.settings import load
+from command.settings import MqttTarget, load
 
 BASE = {"EMERGENCY_DATABASE_URL": "postgresql://u@db/x", "EMERGENCY_MQTT_URL": "mqtt://broker:1883"}
 
@@ -48,3 +50,48 @@ def test_listen_and_migrations_use_the_direct_url_when_given_one() -> None:
     assert direct.direct_url == "postgresql://u@pg/x"
     assert direct.database_url == "postgresql://u@db/x"  # the pool's, e.g. through pgbouncer
     assert "u@pg" not in repr(direct)  # may carry a password: never in a log
+
+
+# --- the broker URL's login ---------------------------------------------------------------
+
+
+def test_the_mqtt_login_is_percent_decoded() -> None:
+    target = MqttTarget.from_url("mqtt://sensors%2FS-1:p%40ss%2Fw%3Ard%25@broker.example:8883")
+    assert (target.host, target.port) == ("broker.example", 8883)
+    assert target.username == "sensors/S-1"
+    assert target.password == "p@ss/w:rd%"
+
+
+@pytest.mark.parametrize(
+    ("username", "password"),
+    [
+        ("sensors/S-1", "a@b/c:d%e f#g?h"),
+        ("emergency-server", "Xy_-9" * 5),
+        ("über", "pässwörd"),
+        ("u", ""),
+    ],
+)
+def test_a_login_quoted_into_a_url_comes_back_as_it_was(username: str, password: str) -> None:
+    url = f"mqtt://{quote(username, safe='')}:{quote(password, safe='')}@127.0.0.1:1883"
+    target = MqttTarget.from_url(url)
+    assert (target.username, target.password) == (username, password)
+    assert (target.host, target.port) == ("127.0.0.1", 1883)
+
+
+def test_an_mqtt_url_without_a_login_or_port() -> None:
+    target = MqttTarget.from_url("mqtt://broker")
+    assert (target.host, target.port, target.username, target.password) == ("broker", 1883, None, None)
+    only_user = MqttTarget.from_url("tcp://sensors%2FS-2@broker:1884")
+    assert (only_user.username, only_user.password, only_user.port) == ("sensors/S-2", None, 1884)
+
+
+def test_the_loggable_mqtt_url_quotes_the_user_and_leaves_out_the_password() -> None:
+    target = MqttTarget.from_url("mqtt://sensors%2FS-1:secret%40x@broker:1883")
+    assert target.url() == "mqtt://sensors%2FS-1@broker:1883"
+    assert "secret" not in target.url() and "secret" not in repr(target)
+    assert MqttTarget.from_url(target.url()).username == "sensors/S-1"
+
+
+def test_the_server_reads_a_decoded_login_from_the_environment() -> None:
+    settings = load(BASE | {"EMERGENCY_MQTT_URL": "mqtt://emergency-server:p%2Fw%40rd@broker:1883"})
+    assert (settings.mqtt.username, settings.mqtt.password) == ("emergency-server", "p/w@rd")
