@@ -35,7 +35,7 @@ from aiohttp import BodyPartReader, web
 from aiohttp.multipart import parse_content_disposition
 
 from command import importer
-from command.audit_http import audit_request
+from command.audit_http import REFUSAL, audit_request
 from command.feed_protocol import Principal
 from command.imports import KINDS, Format, InvalidRows, decode, dump, parse
 from command.keys import POOL, SETTINGS
@@ -84,14 +84,16 @@ def _file_name(request: web.Request) -> str:
     return name[:100] if name.isprintable() and name else "request body"
 
 
-def _invalid(exc: InvalidRows) -> web.Response:
+def _invalid(request: web.Request, exc: InvalidRows) -> web.Response:
     count = f"{len(exc.errors)}{' or more' if exc.truncated else ''}"
     first = str(exc.errors[0]) if exc.errors else ""
+    message = f"nothing imported: {count} error(s); the first: {first}"
+    request[REFUSAL] = message  # the audit row says which row was wrong
     return web.json_response(
         {
             "error": {
                 "code": "invalid_rows",
-                "message": f"nothing imported: {count} error(s); the first: {first}",
+                "message": message,
                 "rows": [{"row": e.row, "field": e.field, "message": e.message} for e in exc.errors],
                 "truncated": exc.truncated,
             }
@@ -127,7 +129,7 @@ async def import_kind(request: web.Request) -> web.Response:
                 detail={"file": name, "rows": count},
             )
     except InvalidRows as exc:
-        return _invalid(exc)
+        return _invalid(request, exc)
     except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError) as exc:
         raise ApiError(422, "rejected", f"nothing imported; the database refused it: {exc}") from None
     log.info("%s imported %d %s from %s", principal.username, count, kind, name)

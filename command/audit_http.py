@@ -21,6 +21,9 @@ from command.keys import SETTINGS
 
 #: Set once the handler has written the request's audit row.
 AUDITED = web.RequestKey("audited", bool)
+#: Why a handler refused with a response it built itself (not an ApiError),
+#: for the audit row the middleware writes after it.
+REFUSAL = web.RequestKey("refusal", str)
 
 
 @functools.lru_cache(maxsize=8)

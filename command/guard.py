@@ -21,7 +21,7 @@ from aiohttp import web
 
 from command import audit, db_roles, login_limit
 from command.api_routes import Route, lookup, openapi
-from command.audit_http import AUDITED, audit_request
+from command.audit_http import AUDITED, REFUSAL, audit_request
 from command.errors import ApiError
 from command.http_guard import outcome_of, page_csp, security_headers, tile_source
 from command.keys import POOL, SETTINGS
@@ -99,7 +99,7 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
             await _record_after(request, route, 500, type(exc).__name__)
         raise
     if route.audit and not request.get(AUDITED):
-        await _record_after(request, route, response.status, None)
+        await _record_after(request, route, response.status, request.get(REFUSAL))
     return response
 
 

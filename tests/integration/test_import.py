@@ -29,6 +29,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from command import db, db_roles
 from command.admin_api import MAX_BODY, ROAD_IMPORT_LOCK, add_admin_routes
 from command.demo_city import build_city
+from command.guard import guard_middleware
 from command.importer import RoadImportError, export_rows, import_roads, import_rows
 from command.imports import KINDS, InvalidRows, dump, parse
 from command.keys import POOL, SETTINGS
@@ -340,9 +341,12 @@ async def test_a_cli_import_that_cannot_reach_the_audit_log_imports_nothing(
 
 @pytest.fixture
 async def admin_client(database_url: str) -> AsyncIterator[tuple[TestClient[Any, Any], dict[str, str]]]:
-    """The import routes on a small app with command.web's own error and auth middlewares."""
+    """The import routes on a small app with the server's own error, auth and
+    guard (role check and audit) middlewares."""
     tokens = await seed_minimal(database_url)
-    app = web.Application(middlewares=[errors_middleware, auth_middleware], client_max_size=1024 * 1024)
+    app = web.Application(
+        middlewares=[errors_middleware, auth_middleware, guard_middleware], client_max_size=1024 * 1024
+    )
 
     async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
         app[POOL] = await db.create_pool(database_url, min_size=1, max_size=2)
@@ -386,6 +390,18 @@ async def test_rest_import_and_export(
     ]
     assert "units.csv: row 4, field 'crew'" in body["error"]["message"]
     assert await snapshot(conn) == before
+    # The audit trail says who tried, and which row was wrong.
+    refused = await conn.fetchrow(
+        "SELECT actor, outcome, status, target, detail FROM audit_log "
+        "WHERE action = 'import.data' ORDER BY id DESC LIMIT 1"
+    )
+    assert (refused["actor"], refused["outcome"], refused["status"], refused["target"]) == (
+        "admin",
+        "failed",
+        422,
+        "import:units",
+    )
+    assert "units.csv: row 4, field 'crew'" in refused["detail"]["message"]
 
     geojson = await client.get("/api/export/units?format=geojson", headers=bearer(tokens["admin"]))
     assert geojson.status == 200
