@@ -13,6 +13,7 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import pytest
 from shapely.geometry import MultiPoint, Point
 
 from command import db
@@ -38,6 +39,10 @@ async def _wait_for_count(conn: asyncpg.Connection, expected: int, timeout: floa
         await asyncio.sleep(0.2)
 
 
+# 20,000 QoS 1 alarms through the shipped broker settings (the broker saves on
+# every change, ~800 alarms/s end to end here) take 25-40 s on a quiet 2-core
+# machine; a shared CI machine can take several times that.
+@pytest.mark.timeout(420)
 async def test_storm_becomes_three_incidents(database_url: str, mqtt_url: str) -> None:
     rng = random.Random(3)
     conn = await asyncpg.connect(database_url)
@@ -88,7 +93,7 @@ async def test_storm_becomes_three_incidents(database_url: str, mqtt_url: str) -
                 per_area_sensors[area].add(sensor_id)
                 infos.append(pub.publish_nowait(f"sensors/{sensor_id}/alarm", json.dumps(doc)))
             await pub.wait_all(infos)
-            await _wait_for_count(conn, ALARMS, timeout=120)
+            await _wait_for_count(conn, ALARMS, timeout=360)
 
         incidents = await conn.fetch(
             """
