@@ -16,7 +16,7 @@ unit: install
 
 test: install lint
 	cd frontend && npm test --silent
-	.venv/bin/python -m pytest -q -p no:cacheprovider
+	.venv/bin/python -m pytest -q -p no:cacheprovider --durations=15
 
 # Benchmarks (bench/): never part of `make test`; results land in bench/results/.
 # The bench extra (matplotlib for the charts, py-spy) is installed only when missing.
