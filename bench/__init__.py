@@ -27,13 +27,14 @@ its own options (``python -m bench --only latency --help``).
 Modules:
     ingest      the ingest benchmark: scenarios, report, entry point
     geo         the geolocation benchmark: nearest unit, road ETA, recommendation
-    rig         private PostgreSQL (and Mosquitto) instances for one run
+    rig         private PostgreSQL (and Mosquitto) instances for one run (chaos/ builds on it)
     procs       child processes (publisher, subscriber, server), always stopped
     publisher   ``python -m bench.publisher``: a sensor fleet flooding or paced
     subscriber  ``python -m bench.subscriber``: a bare MQTT subscriber that counts
     fleet       the sensor fleet and its alarm payloads (pure)
     cpu         CPU seconds per process, from /proc
     stats       percentiles and number formatting (pure)
+    files       result files: JSON without NaN, written atomically (chaos/ writes with it too)
     machine     what the run ran on
     hotspots    ``python -m bench.hotspots``: summarise a py-spy profile
     latency     alarm publish → console receipt at 100/1,000/5,000 alarms/s, 1/100/1,000 consoles

@@ -44,6 +44,8 @@ from typing import Any
 
 import aiohttp
 
+from bench.fleet import parse_alarm_id
+
 # The wire is compact JSON (separators without spaces) and ``last_alarm`` is a
 # flat object: a regex finds it without parsing the whole frame, which for a
 # thousand consoles would cost the fleet more than the server spends sending.
@@ -57,14 +59,6 @@ _IGNORED = ("", -1, 0.0)
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def split_alarm_id(alarm_id: str) -> tuple[str, int] | None:
-    """``"lat1000-17"`` -> ``("lat1000", 17)``; None for an id not shaped like the bench's."""
-    prefix, _, number = alarm_id.rpartition("-")
-    if not prefix or not number.isdigit():
-        return None
-    return prefix, int(number)
 
 
 class Fleet:
@@ -92,7 +86,7 @@ class Fleet:
             hit = _IGNORED
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 doc = json.loads(text)
-                split = split_alarm_id(str(doc["id"]))
+                split = parse_alarm_id(str(doc["id"]))
                 if split is not None:
                     sent = datetime.fromisoformat(doc["time"]).timestamp()
                     hit = (split[0], split[1], sent)

@@ -31,6 +31,7 @@ import contextlib
 import json
 import math
 import sys
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,6 @@ from bench.live import (
     ConsoleFleet,
     FleetResult,
     Sampler,
-    console_fleet,
     console_tokens,
     fleet_processes,
     incident_events,
@@ -56,7 +56,7 @@ from bench.live import (
 )
 from bench.procs import Child, python_module, running
 from bench.rig import Rig, rig
-from bench.runner import errors_section, get, header, main_for
+from bench.runner import compress_kind, compress_option, errors_section, get, header, main_for
 from bench.stats import fmt_ms, fmt_ratio, ratio, summary
 from command.services import free_port
 
@@ -117,6 +117,41 @@ def _step_result(
     }
 
 
+async def _ramp(
+    stack: contextlib.AsyncExitStack,
+    fleets: list[ConsoleFleet],
+    r: Rig,
+    name: str,
+    port: int,
+    steps: Sequence[int],
+    tokens: Path,
+    *,
+    own_tokens: bool,
+    compress: bool,
+) -> AsyncIterator[int]:
+    """For each step ``n``: connect consoles to ``port`` until ``n`` are, then yield ``n``.
+
+    Each step's consoles are one more fleet, appended to ``fleets`` and kept
+    connected until ``stack`` closes. ``own_tokens``: console k logs in with
+    token k of ``tokens`` (our server); else every console with the first (the
+    bare server checks none).
+    """
+    connected = 0
+    for n in steps:
+        fleet = ConsoleFleet(
+            r,
+            f"{name}-{n}",
+            [f"ws://127.0.0.1:{port}/ws"],
+            n - connected,
+            tokens,
+            first=connected if own_tokens else 0,
+            compress=compress,
+        )
+        fleets.append(await stack.enter_async_context(fleet))
+        connected = n
+        yield n
+
+
 async def ours(r: Rig, profile: Profile, template_out: Path, compress: bool) -> dict[str, Any]:
     """Our server, consoles added step by step."""
     name = "fanout"
@@ -136,22 +171,10 @@ async def ours(r: Rig, profile: Profile, template_out: Path, compress: bool) -> 
             warm = await publish(r, f"{name}-warm", broker, "warm", Load(rate=10, seconds=1))
             await wait_stored(conn, "warm", int(warm["published"]), 60)
             rss_idle = rss_mib(srv.pid)
-            connected = 0
-            for n in profile.steps:
-                fleets.append(
-                    await stack.enter_async_context(
-                        console_fleet(
-                            r,
-                            f"{name}-{n}",
-                            [f"ws://127.0.0.1:{port}/ws"],
-                            n - connected,
-                            tokens,
-                            first=connected,
-                            compress=compress,
-                        )
-                    )
-                )
-                connected = n
+            ramp = _ramp(
+                stack, fleets, r, name, port, profile.steps, tokens, own_tokens=True, compress=compress
+            )
+            async for n in ramp:
                 rss_connected = rss_mib(srv.pid)
                 before = await _stats(fleets)
                 meter = CpuMeter(
@@ -198,6 +221,11 @@ async def ours(r: Rig, profile: Profile, template_out: Path, compress: bool) -> 
         doc = json.loads(template)
         doc.pop("last_alarm", None)
         await asyncio.to_thread(template_out.write_text, json.dumps(doc))
+    return _outcome(steps, results)
+
+
+def _outcome(steps: list[dict[str, Any]], results: list[FleetResult]) -> dict[str, Any]:
+    """The steps with the consoles' latencies and fewest events received, and the close codes."""
     latencies, least, closed = _merge(results)
     for step in steps:
         step["latency_ms"] = summary(latencies.get(step["prefix"], []))
@@ -225,22 +253,10 @@ async def bare(r: Rig, profile: Profile, template: Path, compress: bool) -> dict
         if "port" not in json.loads(await child.readline(timeout=30)):
             raise child.failure("did not say its port")
         rss_idle = rss_mib(child.pid)
-        connected = 0
-        for n in profile.steps:
-            fleets.append(
-                await stack.enter_async_context(
-                    console_fleet(
-                        r,
-                        f"bare-{n}",
-                        [f"ws://127.0.0.1:{port}/ws"],
-                        n - connected,
-                        tokens,
-                        first=0,
-                        compress=compress,
-                    )
-                )
-            )
-            connected = n
+        ramp = _ramp(
+            stack, fleets, r, "bare", port, profile.steps, tokens, own_tokens=False, compress=compress
+        )
+        async for n in ramp:
             rss_connected = rss_mib(child.pid)
             before = await _stats(fleets)
             busy = machine_busy_seconds()
@@ -263,11 +279,7 @@ async def bare(r: Rig, profile: Profile, template: Path, compress: bool) -> dict
             )
         results = [await fleet.stop() for fleet in fleets]
         await child.send("stop")
-    latencies, least, closed = _merge(results)
-    for step in steps:
-        step["latency_ms"] = summary(latencies.get(step["prefix"], []))
-        step["least_received"] = least.get(step["prefix"], 0)
-    return {"steps": steps, "closed": closed, "mean_frame_bytes": _frame_bytes(results)}
+    return _outcome(steps, results)
 
 
 def _describe(result: dict[str, Any]) -> str:
@@ -392,20 +404,9 @@ def chart(report: dict[str, Any], path: Path) -> None:
     for label, key, colour in (("ours", "ours", charts.OURS), ("raw broadcast", "bare", charts.RAW)):
         steps = report[key].get("steps", [])
         xs = [s["consoles"] for s in steps]
-        lat.plot(
-            xs,
-            charts.finite([get(s, "latency_ms", "p99") for s in steps]),
-            "o-",
-            color=colour,
-            label=f"{label} p99",
-        )
-        lat.plot(
-            xs,
-            charts.finite([get(s, "latency_ms", "p50") for s in steps]),
-            "o:",
-            color=colour,
-            label=f"{label} p50",
-        )
+        for pct, style in (("p99", "o-"), ("p50", "o:")):
+            ys = charts.finite([get(s, "latency_ms", pct) for s in steps])
+            lat.plot(xs, ys, style, color=colour, label=f"{label} {pct}")
         mem.plot(xs, [s["rss_mib"]["peak"] for s in steps], "o-", color=colour, label=f"{label} RSS peak")
     lat.axhline(GOAL["p99_ms"], color=charts.GOAL, linestyle="--", linewidth=1, label="goal p99")
     lat.set_yscale("log")
@@ -423,11 +424,8 @@ def chart(report: dict[str, Any], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None, *, prog: str = "python -m bench --only fanout") -> int:
-    args = sys.argv[1:] if argv is None else argv
-    # Consoles offering permessage-deflate are another configuration, not a
-    # newer run of the same one: their results get a name of their own.
     return main_for(
-        "fanout-compress" if "--compress" in args else "fanout",
+        compress_kind("fanout", argv),
         argv,
         prog=prog,
         description="The most consoles one instance holds, beside a bare aiohttp broadcast server.",
@@ -435,13 +433,7 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m bench --only f
         measure=measure,
         render=render,
         chart=chart,
-        add_arguments=_arguments,
-    )
-
-
-def _arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--compress", action="store_true", help="consoles offer permessage-deflate, as browsers do"
+        add_arguments=compress_option,
     )
 
 

@@ -1,5 +1,8 @@
 """The benchmark's sensor fleet and its alarms (pure: no I/O).
 
+:class:`Sensor` and the alarm ids are chaos/fleet.py's too (its fleet is
+another: four small clusters, one incident each however often a fault strikes).
+
 About 1,000 sensors in five clusters far enough apart that correlation must
 turn each cluster's alarms into exactly one incident: two smoke clusters
 (fire family, 300 m radius), two water-level clusters (flood, 2 km) and one
@@ -13,6 +16,7 @@ import json
 import random
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Generic, TypeVar
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,15 +44,20 @@ SEVERITIES = ("Minor", "Moderate", "Severe", "Moderate")
 ALARM_TOPIC = "sensors/{}/alarm"
 
 
+ClusterT = TypeVar("ClusterT")
+
+
 @dataclass(frozen=True, slots=True)
-class Sensor:
+class Sensor(Generic[ClusterT]):
+    """One sensor of a fleet, registered at (lat, lon) near its cluster's centre."""
+
     id: str
-    cluster: Cluster
+    cluster: ClusterT
     lat: float
     lon: float
 
 
-def build_fleet(count: int = SENSOR_COUNT, seed: int = 9) -> list[Sensor]:
+def build_fleet(count: int = SENSOR_COUNT, seed: int = 9) -> list[Sensor[Cluster]]:
     """``count`` sensors, sensor ``n`` in cluster ``n % 5`` (so any run of alarms touches all five)."""
     rng = random.Random(seed)
     sensors = []
@@ -70,7 +79,15 @@ def alarm_id(prefix: str, n: int) -> str:
     return f"{prefix}-{n}"
 
 
-def alarm_message(fleet: list[Sensor], prefix: str, n: int, now: datetime) -> tuple[str, bytes]:
+def parse_alarm_id(text: str) -> tuple[str, int] | None:
+    """``"p0-17"`` -> ``("p0", 17)``; None for an id :func:`alarm_id` did not make."""
+    prefix, _, number = text.rpartition("-")
+    if not prefix or not number.isdigit():
+        return None
+    return prefix, int(number)
+
+
+def alarm_message(fleet: list[Sensor[Cluster]], prefix: str, n: int, now: datetime) -> tuple[str, bytes]:
     """The ``n``-th alarm of a run: (topic, JSON payload) with ``time`` = ``now``.
 
     Coordinates are left out: every sensor is registered with its location,

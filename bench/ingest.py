@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import json
 import math
-import os
 import shutil
 import signal
 import struct
@@ -48,7 +47,8 @@ import aiohttp
 import asyncpg
 
 from bench.cpu import CpuMeter, pids_with_argument, postgres_pids
-from bench.fleet import CLUSTERS, SENSOR_COUNT, Sensor, alarm_id, alarm_message, build_fleet
+from bench.files import write_atomic, write_json
+from bench.fleet import CLUSTERS, SENSOR_COUNT, Cluster, Sensor, alarm_id, alarm_message, build_fleet
 from bench.machine import load_average, machine_info
 from bench.procs import BenchError, Child, child_env, python_module, running
 from bench.rig import Rig, rig
@@ -241,7 +241,7 @@ async def raw_copy(rig: Rig, rows: int, repeats: int = 3) -> dict[str, Any]:
     return {"rows": rows, "rate": sorted(rates)[len(rates) // 2], "rates": rates}
 
 
-def _ewkb(sensor: Sensor) -> bytes:
+def _ewkb(sensor: Sensor[Cluster]) -> bytes:
     """A little-endian EWKB point with SRID 4326."""
     return struct.pack("<BIIdd", 1, 0x20000001, 4326, sensor.lon, sensor.lat)
 
@@ -649,23 +649,6 @@ def _cpu_rows(report: dict[str, Any]) -> list[str]:
     return rows
 
 
-def _jsonable(value: Any) -> Any:
-    """NaN (a figure that could not be measured) becomes null: JSON has no NaN."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def save_results(
     kind: str, started: datetime, profile_name: str, report: dict[str, Any], markdown: str
 ) -> None:
@@ -673,8 +656,8 @@ def save_results(
     RESULTS.mkdir(exist_ok=True)
     suffix = "" if profile_name == "default" else f"-{profile_name}"
     json_path = RESULTS / f"{kind}-{started:%Y-%m-%d}{suffix}.json"
-    _write(json_path, json.dumps(_jsonable(report), indent=2, default=str) + "\n")
-    _write(RESULTS / f"{kind}-latest.md", markdown)
+    write_json(json_path, report)
+    write_atomic(RESULTS / f"{kind}-latest.md", markdown)
     progress(f"wrote {json_path.relative_to(RESULTS.parent.parent)} and bench/results/{kind}-latest.md")
 
 

@@ -58,8 +58,8 @@ from bench.ingest import (
     server,
 )
 from bench.live import (
+    ConsoleFleet,
     Sampler,
-    console_fleet,
     console_tokens,
     every_alarm,
     fleet_processes,
@@ -70,7 +70,7 @@ from bench.live import (
     write_private,
 )
 from bench.rig import Rig, rig
-from bench.runner import errors_section, get, header, main_for
+from bench.runner import compress_kind, compress_option, errors_section, get, header, main_for
 from bench.stats import fmt_ms, fmt_ratio, ratio, summary
 
 GOAL = {"rate": 1000.0, "consoles": 1000, "p50_ms": 10.0, "p99_ms": 50.0}
@@ -131,7 +131,7 @@ async def cell(
     async with (
         r.broker(name, save_every_change=MODES[mode]) as broker,
         server(r, name, url, broker.url) as (srv, port),
-        console_fleet(
+        ConsoleFleet(
             r, name, [f"ws://127.0.0.1:{port}/ws"], consoles, tokens, trace=True, compress=compress
         ) as fleet,
     ):
@@ -466,9 +466,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
         help="broker persistence for every cell (auto: the shipped default up to 1,000/s, second above)",
     )
     p.add_argument("--no-profile", action="store_true", help="no py-spy rerun of the goal cell")
-    p.add_argument(
-        "--compress", action="store_true", help="consoles offer permessage-deflate, as browsers do"
-    )
+    compress_option(p)
     p.add_argument(
         "--cell",
         type=_parse_cell,
@@ -489,11 +487,8 @@ def _parse_cell(text: str) -> tuple[float, int, str]:
 
 
 def main(argv: list[str] | None = None, *, prog: str = "python -m bench --only latency") -> int:
-    args = sys.argv[1:] if argv is None else argv
-    # Consoles offering permessage-deflate are another configuration, not a
-    # newer run of the same one: their results get a name of their own.
     return main_for(
-        "latency-compress" if "--compress" in args else "latency",
+        compress_kind("latency", argv),
         argv,
         prog=prog,
         description="Alarm publish → console receipt beside publish → bare MQTT subscriber.",

@@ -19,8 +19,7 @@ import math
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,7 +146,12 @@ class FleetResult:
 
 
 class ConsoleFleet:
-    """``consoles`` WebSocket consoles in ``fleet_processes(consoles)`` processes."""
+    """``consoles`` WebSocket consoles in ``fleet_processes(consoles)`` processes.
+
+    ``async with ConsoleFleet(...) as fleet``: started, every console connected
+    (else :class:`BenchError`), and every process stopped when the block ends,
+    however it ends.
+    """
 
     def __init__(
         self,
@@ -161,6 +165,8 @@ class ConsoleFleet:
         compress: bool = False,
         first: int = 0,
     ) -> None:
+        self.name = name
+        self.consoles = consoles
         self.children: list[Child] = []
         processes = fleet_processes(consoles)
         base, extra = divmod(consoles, processes)
@@ -197,6 +203,22 @@ class ConsoleFleet:
             )
             start += count
         self.ready: list[dict[str, Any]] = []
+
+    async def __aenter__(self) -> ConsoleFleet:
+        try:
+            connected = await self.start()
+            if connected < self.consoles:
+                errors = [e for r in self.ready for e in r.get("connect_errors", [])]
+                raise BenchError(
+                    f"{self.name}: only {connected} of {self.consoles} consoles connected: {errors[:3]}"
+                )
+        except BaseException:
+            await self.kill()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.kill()
 
     @property
     def pids(self) -> list[int]:
@@ -259,30 +281,6 @@ class ConsoleFleet:
     async def kill(self) -> None:
         for child in self.children:
             await child.stop(grace=5)
-
-
-@asynccontextmanager
-async def console_fleet(
-    rig: Rig,
-    name: str,
-    urls: Sequence[str],
-    consoles: int,
-    tokens: Path,
-    *,
-    trace: bool = False,
-    compress: bool = False,
-    first: int = 0,
-) -> AsyncIterator[ConsoleFleet]:
-    """A started fleet, every process stopped when the block ends, however it ends."""
-    fleet = ConsoleFleet(rig, name, urls, consoles, tokens, trace=trace, compress=compress, first=first)
-    try:
-        connected = await fleet.start()
-        if connected < consoles:
-            errors = [e for r in fleet.ready for e in r.get("connect_errors", [])]
-            raise BenchError(f"{name}: only {connected} of {consoles} consoles connected: {errors[:3]}")
-        yield fleet
-    finally:
-        await fleet.kill()
 
 
 def rss_mib(pid: int) -> float:

@@ -68,6 +68,16 @@ def machine_info() -> dict[str, str]:
     }
 
 
+def describe(m: dict[str, str], load_end: str) -> str:
+    """``Machine: …; revision R. Load average L at the start, E at the end`` (no final stop)."""
+    return (
+        f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory']}, Linux {m['kernel']}; Python {m['python']}; "
+        f"{m['postgres']}; {m['mosquitto']}; paho-mqtt {m['paho-mqtt']}; asyncpg {m['asyncpg']}; "
+        f"aiohttp {m.get('aiohttp', '?')}; revision {m['revision']}. "
+        f"Load average {m['load']} at the start, {load_end} at the end"
+    )
+
+
 def load_average() -> str:
     """1, 5 and 15 minute load: another job on the machine skews every figure."""
     one, five, fifteen = os.getloadavg()

@@ -148,7 +148,7 @@ async def running(child: Child) -> AsyncIterator[Child]:
         await child.stop()
 
 
-def python_module(module: str, *args: str | int | float) -> list[str]:
+def python_module(module: str, *args: str | int | float | Path) -> list[str]:
     """argv running ``python -m module args`` with this interpreter."""
     return [sys.executable, "-m", module, *(str(a) for a in args)]
 

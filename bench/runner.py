@@ -23,7 +23,7 @@ from typing import Any
 
 from bench.cpu import machine_busy_seconds
 from bench.ingest import RESULTS, _stoppable, progress, save_results
-from bench.machine import load_average, machine_info
+from bench.machine import describe, load_average, machine_info
 from command.settings import Settings
 
 INTERRUPTED = 130
@@ -43,10 +43,7 @@ def server_settings() -> dict[str, Any]:
 def machine_line(report: dict[str, Any]) -> str:
     m = report["machine"]
     return (
-        f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory']}, Linux {m['kernel']}; Python {m['python']}; "
-        f"{m['postgres']}; {m['mosquitto']}; paho-mqtt {m['paho-mqtt']}; asyncpg {m['asyncpg']}; "
-        f"aiohttp {m.get('aiohttp', '?')}; revision {m['revision']}. "
-        f"Load average {m['load']} at the start, {report['load_end']} at the end; the machine was busy "
+        f"{describe(m, report['load_end'])}; the machine was busy "
         f"{report.get('machine_busy_cores', math.nan):.2f} of its {m['nproc']} cores on average during the "
         "run (every process, ours included; what other processes took is in the tables where it matters)."
     )
@@ -90,6 +87,19 @@ def save_chart(chart: Chart, report: dict[str, Any], kind: str) -> None:
         progress(f"chart {path.name} failed: {exc!r}")
         return
     progress(f"wrote bench/results/{path.name}")
+
+
+def compress_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--compress", action="store_true", help="consoles offer permessage-deflate, as browsers do"
+    )
+
+
+def compress_kind(kind: str, argv: list[str] | None) -> str:
+    """``{kind}-compress`` with ``--compress``: consoles offering permessage-deflate are another
+    configuration, not a newer run of the same one, so their results get a name of their own."""
+    args = sys.argv[1:] if argv is None else argv
+    return f"{kind}-compress" if "--compress" in args else kind
 
 
 def main_for(

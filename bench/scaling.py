@@ -52,7 +52,7 @@ from bench.ingest import (
     server,
 )
 from bench.live import (
-    console_fleet,
+    ConsoleFleet,
     console_tokens,
     incident_events,
     stored_latencies,
@@ -134,7 +134,7 @@ async def instances(r: Rig, n: int, profile: Profile) -> dict[str, Any]:
                 flood["error"] = f"only {stored} of {expected} stored"
             # 2. latency with consoles on every instance
             urls = [f"ws://127.0.0.1:{port}/ws" for _, port in servers]
-            async with console_fleet(r, name, urls, profile.consoles, tokens) as fleet:
+            async with ConsoleFleet(r, name, urls, profile.consoles, tokens) as fleet:
                 lat_prefix = f"sc{n}l"
                 paced = await publish(
                     r, f"{name}-paced", broker, lat_prefix, Load(rate=RATE, seconds=profile.seconds)

@@ -1,4 +1,5 @@
-"""Case 3: restart Mosquitto mid-flood: the shipped configuration, the default one, and a SIGKILL.
+"""Case 3: restart Mosquitto mid-flood: the shipped configuration, an opt-in share group, the default
+configuration, and a SIGKILL.
 
 Each restart goes the same way, so the rows compare like with like:
 
@@ -21,19 +22,22 @@ proves the broker's queue survived the restart.
 
 Rows:
 
-- the shipped configuration (``emergency up``'s: persistence saved on every
-  change) and the server's default shared subscriptions, SIGTERM: must lose
+- the shipped configuration: ``emergency up``'s broker configuration
+  (persistence saved on every change) and the server's defaults (plain
+  subscriptions: ``EMERGENCY_MQTT_SHARE_GROUP`` unset), SIGTERM: must lose
   nothing;
-- the same with plain subscriptions (``EMERGENCY_MQTT_SHARE_GROUP=""``):
-  Mosquitto 2.0.11 restores a persistent session's plain subscriptions from
-  its persistence file but not its shared ones (``$share/...``), so until the
-  server has reconnected and subscribed again, a sensor's alarm matches no
-  subscription and is acknowledged with reason 0x10 and dropped. This row
-  tells that loss apart from any other; it must lose nothing too;
-- the control: Mosquitto's default configuration (no persistence), SIGTERM:
+- † an opt-in share group (``EMERGENCY_MQTT_SHARE_GROUP=emergency``, as for
+  several instances, docs/scaling.md), SIGTERM: Mosquitto 2.0.11 restores a
+  persistent session's plain subscriptions from its persistence file but not
+  its shared ones (``$share/...``), so until the server has reconnected and
+  subscribed again, a sensor's alarm matches no subscription and is
+  acknowledged with reason 0x10 and dropped. A known, documented limitation of
+  the broker, measured here and reported apart; a loss it does not explain
+  (an alarm not acknowledged with 0x10) or a duplicate still fails the row;
+- † the control: Mosquitto's default configuration (no persistence), SIGTERM:
   the session, its subscriptions and its queue live in memory only, so the
   backlog is expected to be lost, which shows what the shipped settings buy;
-- the shipped configuration, SIGKILL: docs/operations.md bounds the loss by
+- † the shipped configuration, SIGKILL: docs/operations.md bounds the loss by
   the server's Receive Maximum per crash (what was handed to the server and
   not yet acknowledged is not a "change" Mosquitto 2.0 saves). Reported
   against that bound, apart from the clean cases.
@@ -46,11 +50,8 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-import asyncpg
-
-from chaos.flood import Truth, check, flood, stored_times, wait_stored
+from chaos.flood import Check, Truth, flood, settle
 from chaos.profile import Profile, progress
 from chaos.report import Row, spread
 from chaos.rig import Rig
@@ -61,18 +62,29 @@ from sensors.mqtt import RECEIVE_MAXIMUM
 # lasts at the flood's rate, so part of the backlog stays queued in the broker.
 HOLD_S = 6.0
 DOWN_S = 0.5  # how long the broker stays down
+# The share group of the opt-in row, as an operator running several instances would set it.
+SHARE_GROUP = "emergency"
 
 
 @dataclass(slots=True)
 class Outcome:
     truth: Truth
-    lost: list[str]
-    duplicated: int
-    phantoms: int
+    verdict: Check
     restarts: list[dict[str, float]]
     stored_at: dict[str, float]
-    check: dict[str, Any]
     delivered_at: dict[str, float]  # alarm id -> when the broker first delivered it to the server
+
+    @property
+    def lost(self) -> list[str]:
+        return self.verdict.lost
+
+    @property
+    def duplicated(self) -> int:
+        return self.verdict.duplicated
+
+    @property
+    def details(self) -> dict[str, object]:
+        return {"check": self.verdict.as_dict(), "restarts": self.restarts}
 
     @property
     def lost_unrouted(self) -> int:
@@ -133,9 +145,7 @@ async def _flood_through(
     share_group: str | None,
 ) -> Outcome:
     restarts: list[dict[str, float]] = []
-    tap = MqttTap(broker.port)
-    await tap.start()
-    try:
+    async with MqttTap(broker.port) as tap:
         via_tap = url_via(broker.server_url, tap.port)
         async with rig.server(name, url, via_tap, share_group=share_group) as server:
             prefix = name.replace("-", "")
@@ -162,23 +172,12 @@ async def _flood_through(
                     )
                 await asyncio.sleep(3)
                 truth = await f.stop()
-            conn = await asyncpg.connect(url)
-            try:
-                await wait_stored(conn, set(truth.acked), timeout=90)
-                verdict = await check(conn, truth)
-                stored_at = await stored_times(conn)
-            finally:
-                await conn.close()
-    finally:
-        await tap.close()
+            verdict, stored_at = await settle(url, truth, timeout=90)
     return Outcome(
         truth=truth,
-        lost=verdict.lost,
-        duplicated=verdict.duplicated,
-        phantoms=verdict.phantoms,
+        verdict=verdict,
         restarts=restarts,
         stored_at=stored_at,
-        check=verdict.as_dict(),
         delivered_at=_first_deliveries(tap),
     )
 
@@ -275,10 +274,10 @@ def _notes(outcome: Outcome, what: str) -> list[str]:
     notes = [
         what,
         f"{t.published:,} published, {len(t.acked):,} acknowledged by the broker, "
-        f"{outcome.check['stored']:,} stored; lost {len(outcome.lost):,} (per restart "
+        f"{outcome.verdict.stored:,} stored; lost {len(outcome.lost):,} (per restart "
         f"{_lost_per_restart(outcome)}; where they were when the broker stopped: "
         f"{_lost_by_where(outcome) or 'none'}); duplicated {outcome.duplicated}; incidents per family "
-        f"{outcome.check['incidents']}.",
+        f"{outcome.verdict.incidents}.",
         "At each restart, alarms acknowledged to a sensor and not yet stored: delivered to the paused "
         f"server, unacknowledged, {backlog.delivered}; queued in the broker, never delivered, "
         f"{backlog.queued}, of which never stored {backlog.queued_lost}; broker start → the queued ones "
@@ -291,24 +290,6 @@ def _notes(outcome: Outcome, what: str) -> list[str]:
     return notes
 
 
-def _clean_row(case: str, title: str, outcome: Outcome, runs: int, what: str) -> Row:
-    ok = not outcome.lost and outcome.duplicated == 0 and outcome.phantoms == 0
-    return Row(
-        case=case,
-        title=title,
-        runs=runs,
-        ok=ok,
-        verdict="pass" if ok else "FAIL",
-        acked=len(outcome.truth.acked),
-        lost=len(outcome.lost),
-        duplicated=outcome.duplicated,
-        recovery_s=_recovery(outcome),
-        recovery_meaning=MEANING,
-        notes=_notes(outcome, what),
-        details={"check": outcome.check, "restarts": outcome.restarts},
-    )
-
-
 MEANING = (
     "from the broker's start to the first alarm it acknowledged after restarting being stored (the "
     "server reconnects with a 1 to 10 s backoff)"
@@ -317,32 +298,31 @@ MEANING = (
 
 async def run(rig: Rig, profile: Profile) -> list[Row]:
     procedure = f"server paused {HOLD_S:g} s, broker down {DOWN_S:g} s"
+    restarts = profile.broker_restarts
     rows = []
-    shipped = await _restarts(
-        rig, profile, "mq-restart", default=False, kill=False, count=profile.broker_restarts
-    )
+
+    shipped = await _restarts(rig, profile, "mq-restart", default=False, kill=False, count=restarts)
     rows.append(
-        _clean_row(
+        shipped.verdict.row(
             "broker-restart",
             "Restart Mosquitto (shipped config, SIGTERM)",
-            shipped,
-            profile.broker_restarts,
-            f"{profile.broker_restarts} clean restarts ({procedure}); the server in its default share group.",
+            restarts,
+            recovery_s=_recovery(shipped),
+            recovery_meaning=MEANING,
+            notes=_notes(
+                shipped,
+                f"{restarts} clean restarts ({procedure}) of the broker `emergency up` configures; the "
+                "server with its defaults: plain subscriptions (EMERGENCY_MQTT_SHARE_GROUP unset), which "
+                "Mosquitto restores from its persistence file with the session.",
+            ),
+            details=shipped.details,
         )
     )
-    plain = await _restarts(
-        rig, profile, "mq-plain", default=False, kill=False, count=profile.broker_restarts, share_group=""
+
+    shared = await _restarts(
+        rig, profile, "mq-shared", default=False, kill=False, count=restarts, share_group=SHARE_GROUP
     )
-    rows.append(
-        _clean_row(
-            "broker-restart-plain",
-            "Restart Mosquitto (shipped config, SIGTERM, plain subscriptions)",
-            plain,
-            profile.broker_restarts,
-            f'{profile.broker_restarts} clean restarts ({procedure}); EMERGENCY_MQTT_SHARE_GROUP="" (plain '
-            "subscriptions, which Mosquitto restores from its persistence file with the session).",
-        )
-    )
+    rows.append(_share_group_row(shared, restarts, procedure))
 
     control = await _restarts(
         rig, profile, "mq-default", default=True, kill=False, count=profile.control_restarts
@@ -363,7 +343,7 @@ async def run(rig: Rig, profile: Profile) -> list[Row]:
             duplicated=control.duplicated,
             recovery_s=_recovery(control),
             recovery_meaning=MEANING,
-            must_lose_nothing=False,
+            apart="the control shows what the shipped broker settings buy",
             notes=_notes(
                 control,
                 f"{profile.control_restarts} clean restarts ({procedure}) of a Mosquitto whose config sets "
@@ -373,7 +353,7 @@ async def run(rig: Rig, profile: Profile) -> list[Row]:
                 "no persisted copy is redelivered); after the restart, alarms that arrive before the "
                 "server has subscribed again match nothing.",
             ),
-            details={"check": control.check, "restarts": control.restarts},
+            details=control.details,
         )
     )
 
@@ -396,18 +376,61 @@ async def run(rig: Rig, profile: Profile) -> list[Row]:
             duplicated=killed.duplicated,
             recovery_s=_recovery(killed),
             recovery_meaning=MEANING,
-            must_lose_nothing=False,
+            apart="a broker SIGKILL is held to its documented bound (docs/operations.md)",
             notes=[
                 "Documented bound (docs/operations.md): at most the server's Receive Maximum, "
                 f"{RECEIVE_MAXIMUM:,}, broker-acknowledged alarms per broker crash; lost per kill {per_kill} "
-                f"({killed.lost_unrouted:,} of them acknowledged with 0x10 after the restart, the "
-                "shared-subscription loss of the clean-restart row, not the crash window).",
+                f"({killed.lost_unrouted:,} of them acknowledged with 0x10, no matching subscribers, after "
+                "the restart).",
                 *_notes(
                     killed,
-                    f"{profile.broker_kills} SIGKILLs ({procedure}); the server in its default share group.",
+                    f"{profile.broker_kills} SIGKILLs ({procedure}); the server with its defaults (plain "
+                    "subscriptions).",
                 ),
             ],
-            details={"check": killed.check, "restarts": killed.restarts, "lost_per_kill": per_kill},
+            details=killed.details | {"lost_per_kill": per_kill},
         )
     )
     return rows
+
+
+def _share_group_row(outcome: Outcome, runs: int, procedure: str) -> Row:
+    """The opt-in share group: a loss the known Mosquitto limitation explains is reported, not failed."""
+    lost = len(outcome.lost)
+    unexplained = lost - outcome.lost_unrouted
+    ok = unexplained == 0 and outcome.duplicated == 0 and outcome.verdict.phantoms == 0
+    if not ok:
+        verdict = f"FAIL: lost {unexplained:,} the known limitation does not explain"
+    elif lost:
+        verdict = f"lost {lost:,}: known Mosquitto 2.0.11 limitation, documented"
+    else:
+        verdict = "lost nothing: the known Mosquitto 2.0.11 window did not show"
+    return Row(
+        case="broker-restart-share-group",
+        title="Opt-in share group (several instances), Mosquitto restart",
+        runs=runs,
+        ok=ok,
+        verdict=verdict,
+        acked=len(outcome.truth.acked),
+        lost=lost,
+        duplicated=outcome.duplicated,
+        recovery_s=_recovery(outcome),
+        recovery_meaning=MEANING,
+        apart="an opt-in share group loses what sensors publish between a broker restart and the server's "
+        "resubscription, a known Mosquitto 2.0.11 limitation (docs/scaling.md)",
+        notes=[
+            "Known Mosquitto 2.0.11 limitation, documented in docs/scaling.md (why share groups are opt-in, "
+            "for several instances only): the broker restores a persistent session's plain subscriptions "
+            "from its persistence file but not its shared ones (`$share/...`), so from its restart until the "
+            "server has reconnected and subscribed again (1 to 10 s of reconnect backoff), every alarm a "
+            "sensor publishes matches no subscription, is acknowledged with reason 0x10 (no matching "
+            "subscribers) and dropped. Reported apart: it fails only on a loss the limitation does not "
+            f"explain (lost and not acknowledged with 0x10: {unexplained:,}) or a duplicate.",
+            *_notes(
+                outcome,
+                f"{runs} clean restarts ({procedure}); the server with EMERGENCY_MQTT_SHARE_GROUP="
+                f"{SHARE_GROUP} (shared subscriptions `$share/{SHARE_GROUP}/...`), alone in its group.",
+            ),
+        ],
+        details=outcome.details | {"lost_unrouted": outcome.lost_unrouted},
+    )

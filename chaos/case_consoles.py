@@ -22,8 +22,9 @@ from typing import Any
 
 import asyncpg
 
+from bench.procs import child_env, python_module
 from chaos.flood import check, flood, wait_stored
-from chaos.procs import Child, child_env, python_module
+from chaos.procs import Child
 from chaos.profile import Profile, progress
 from chaos.report import Row, median, spread
 from chaos.rig import Rig, console_token

@@ -31,9 +31,10 @@ import asyncpg
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bench.procs import python_module
 from chaos import fuzz, garbage
 from chaos.fleet import build_fleet
-from chaos.procs import Child, python_module
+from chaos.procs import Child
 from chaos.profile import Profile, progress
 from chaos.publisher import write_corpus
 from chaos.report import Row
@@ -244,7 +245,7 @@ async def run(rig: Rig, profile: Profile, rng: random.Random) -> Row:
         verdict="pass" if ok else "FAIL",
         acked=acked,
         notes=notes,
-        must_lose_nothing=False,
+        apart="the fuzz case sends nothing that should be stored",
         details={
             "families": dict(corpus.families),
             "valid_left_out": corpus.valid_left_out,

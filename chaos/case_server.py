@@ -16,9 +16,7 @@ import asyncio
 import math
 import random
 
-import asyncpg
-
-from chaos.flood import check, flood, stored_times, wait_stored
+from chaos.flood import flood, settle
 from chaos.profile import Profile, first_between, progress
 from chaos.report import Row, spread
 from chaos.rig import Rig
@@ -28,36 +26,29 @@ async def run(rig: Rig, profile: Profile, rng: random.Random) -> Row:
     url = await rig.fresh_database("server-kill")
     async with rig.broker("server-kill") as broker, rig.server("kill", url, broker.url) as server:
         pub_url = await asyncio.to_thread(broker.simulator_url)
-        conn = await asyncpg.connect(url)
-        try:
-            kills: list[tuple[float, float]] = []
-            async with flood(rig, "k", broker.port, pub_url, profile.rate, profile.publishers) as f:
-                await asyncio.sleep(2)
-                for i in range(profile.server_kills):
-                    await asyncio.sleep(rng.uniform(0.3, 4.0))
-                    killed = await server.kill()
-                    healthy = await server.start()  # at once, as a supervisor would
-                    kills.append((killed, healthy))
-                    progress(
-                        f"server kill {i + 1}/{profile.server_kills}: healthy after {healthy - killed:.2f} s"
-                    )
-                await asyncio.sleep(2)
-                truth = await f.stop()
-            await wait_stored(conn, set(truth.acked), timeout=120)
-            verdict = await check(conn, truth)
-            stored = sorted((await stored_times(conn)).values())
-        finally:
-            await conn.close()
+        kills: list[tuple[float, float]] = []
+        async with flood(rig, "k", broker.port, pub_url, profile.rate, profile.publishers) as f:
+            await asyncio.sleep(2)
+            for i in range(profile.server_kills):
+                await asyncio.sleep(rng.uniform(0.3, 4.0))
+                killed = await server.kill()
+                healthy = await server.start()  # at once, as a supervisor would
+                kills.append((killed, healthy))
+                progress(
+                    f"server kill {i + 1}/{profile.server_kills}: healthy after {healthy - killed:.2f} s"
+                )
+            await asyncio.sleep(2)
+            truth = await f.stop()
+        verdict, stored_at = await settle(url, truth, timeout=120)
+    stored = sorted(stored_at.values())
     ends = [k for k, _ in kills[1:]] + [math.inf]
     first_commit = [first_between(stored, k, end) - k for (k, _), end in zip(kills, ends, strict=True)]
     healthz = [h - k for k, h in kills]
-    lost, duplicated = len(verdict.lost), verdict.duplicated
-    ok = lost == 0 and duplicated == 0 and verdict.phantoms == 0
     notes = [
         f"{profile.server_kills} SIGKILLs, each followed at once by `emergency serve` under the same "
         "EMERGENCY_INSTANCE.",
         f"{truth.published:,} published, {len(truth.acked):,} acknowledged by the broker, {verdict.stored:,} "
-        f"stored; lost {lost}, duplicate alarm rows {verdict.duplicate_alarms}, phantom alarms "
+        f"stored; lost {len(verdict.lost)}, duplicate alarm rows {verdict.duplicate_alarms}, phantom alarms "
         f"{verdict.phantoms}.",
         f"Incidents per family: {verdict.incidents} (one per cluster expected); duplicate incidents "
         f"{verdict.duplicate_incidents}; incidents whose alarm_count disagrees with their alarms "
@@ -66,15 +57,10 @@ async def run(rig: Rig, profile: Profile, rng: random.Random) -> Row:
     ]
     if any(math.isnan(v) for v in first_commit):
         notes.append("A kill came before the previous restart committed anything: its recovery is left out.")
-    return Row(
-        case="server-kill",
-        title="SIGKILL the server",
-        runs=profile.server_kills,
-        ok=ok,
-        verdict="pass" if ok else "FAIL",
-        acked=len(truth.acked),
-        lost=lost,
-        duplicated=duplicated,
+    return verdict.row(
+        "server-kill",
+        "SIGKILL the server",
+        profile.server_kills,
         recovery_s=first_commit,
         recovery_meaning="from the SIGKILL to the first alarm committed by the restarted process "
         "(restart, migrations check, database pool, MQTT session resumed); "

@@ -4,7 +4,7 @@ Four clusters of ten sensors, far enough apart (about 5 km) and of four hazard
 families, so correlation must turn each cluster's alarms into exactly one
 incident however often a fault strikes: a second incident for a cluster is a
 duplicate incident. The publisher process and the orchestrator build the same
-fleet from this module.
+fleet from this module; the sensor record and the alarm ids are bench/fleet.py's.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
+
+from bench.fleet import Sensor, alarm_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,15 +36,7 @@ SENSORS_PER_CLUSTER = 10
 SPREAD_DEG = 0.0003
 
 
-@dataclass(frozen=True, slots=True)
-class Sensor:
-    id: str
-    cluster: Cluster
-    lat: float
-    lon: float
-
-
-def build_fleet() -> list[Sensor]:
+def build_fleet() -> list[Sensor[Cluster]]:
     """Sensor ``s`` is in cluster ``s % 4``, so any run of consecutive alarms touches all four."""
     sensors = []
     for s in range(len(CLUSTERS) * SENSORS_PER_CLUSTER):
@@ -59,19 +53,7 @@ def build_fleet() -> list[Sensor]:
     return sensors
 
 
-def alarm_id(prefix: str, n: int) -> str:
-    return f"{prefix}-{n}"
-
-
-def parse_alarm_id(text: str) -> tuple[str, int] | None:
-    """``"p0-17"`` -> ``("p0", 17)``; None for an id the flood did not make."""
-    prefix, _, number = text.rpartition("-")
-    if not prefix or not number.isdigit():
-        return None
-    return prefix, int(number)
-
-
-def alarm_message(fleet: list[Sensor], prefix: str, n: int, now: datetime) -> tuple[str, bytes]:
+def alarm_message(fleet: list[Sensor[Cluster]], prefix: str, n: int, now: datetime) -> tuple[str, bytes]:
     """The ``n``-th alarm of a publisher: (topic, JSON payload), ``time`` = ``now``.
 
     No coordinates: the sensors are registered with their locations.

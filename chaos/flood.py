@@ -17,8 +17,11 @@ from typing import Any
 
 import asyncpg
 
-from chaos.fleet import CLUSTERS, alarm_id, parse_alarm_id
-from chaos.procs import Child, python_module
+from bench.fleet import alarm_id, parse_alarm_id
+from bench.procs import python_module
+from chaos.fleet import CLUSTERS
+from chaos.procs import Child
+from chaos.report import Row
 from chaos.rig import Rig, mqtt_login_env
 
 NO_MATCHING_SUBSCRIBERS = 0x10
@@ -163,6 +166,41 @@ class Check:
     def duplicated(self) -> int:
         return self.duplicate_alarms + self.duplicate_incidents + self.count_mismatches
 
+    @property
+    def clean(self) -> bool:
+        """Exactly once: nothing lost, nothing duplicated, nothing stored that no publisher sent."""
+        return not self.lost and self.duplicated == 0 and self.phantoms == 0
+
+    def row(
+        self,
+        case: str,
+        title: str,
+        runs: int,
+        *,
+        recovery_s: list[float],
+        recovery_meaning: str,
+        notes: list[str],
+        details: dict[str, Any],
+        also_ok: bool = True,
+    ) -> Row:
+        """The row of a case that must lose nothing: it passes when the flood was :attr:`clean` and
+        ``also_ok`` (the case's own checks) holds."""
+        ok = self.clean and also_ok
+        return Row(
+            case=case,
+            title=title,
+            runs=runs,
+            ok=ok,
+            verdict="pass" if ok else "FAIL",
+            acked=self.acked,
+            lost=len(self.lost),
+            duplicated=self.duplicated,
+            recovery_s=recovery_s,
+            recovery_meaning=recovery_meaning,
+            notes=notes,
+            details=details,
+        )
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "acked": self.acked,
@@ -181,6 +219,19 @@ def _phantom(alarm: str, published: dict[str, int]) -> bool:
     """An id no publisher published (acknowledged or not): the prefix is unknown or the number too high."""
     parsed = parse_alarm_id(alarm)
     return parsed is None or parsed[0] not in published or parsed[1] >= published[parsed[0]]
+
+
+async def settle(database_url: str, truth: Truth, timeout: float) -> tuple[Check, dict[str, float]]:
+    """After a flood: wait until what the broker acknowledged is stored (or stops coming), then check.
+
+    Returns the verdict and every stored alarm's ``stored_at`` (epoch seconds) by id.
+    """
+    conn = await asyncpg.connect(database_url)
+    try:
+        await wait_stored(conn, set(truth.acked), timeout=timeout)
+        return await check(conn, truth), await stored_times(conn)
+    finally:
+        await conn.close()
 
 
 async def check(conn: asyncpg.Connection, truth: Truth) -> Check:

@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import signal
-import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -55,17 +54,6 @@ class Registry:
 
 
 REGISTRY = Registry()
-
-
-def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Our environment without any EMERGENCY_* setting, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EMERGENCY_")}
-    env.update(extra or {})
-    return env
-
-
-def python_module(module: str, *args: str | int | float | Path) -> list[str]:
-    return [sys.executable, "-m", module, *(str(a) for a in args)]
 
 
 def tail(path: Path, lines: int = 20) -> str:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from bench.files import write_atomic, write_json
+from bench.machine import describe
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -20,7 +21,9 @@ class Row:
     ``lost`` and ``duplicated`` are None where they mean nothing (the fuzz
     case sends nothing that should be stored). ``ok`` is the verdict: for the
     control it is "it lost, as expected"; for the broker kill "within the
-    documented bound".
+    documented bound"; for the opt-in share group "lost only what the known
+    Mosquitto limitation explains". A row with ``apart`` (why it may lose) is
+    marked † and reported apart from the cases that must lose nothing.
     """
 
     case: str
@@ -34,9 +37,14 @@ class Row:
     # Seconds, one per fault, measured as ``recovery_meaning`` says.
     recovery_s: list[float] = field(default_factory=list)
     recovery_meaning: str = ""
-    must_lose_nothing: bool = True
+    # Why the case may lose, a clause of the † footnote; empty for a case that must lose nothing.
+    apart: str = ""
     notes: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
+    must_lose_nothing: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.must_lose_nothing = not self.apart
 
 
 def median(values: list[float]) -> float:
@@ -81,12 +89,12 @@ def table(rows: list[Row]) -> str:
             f"| {_count(row.duplicated)} "
             f"| {seconds(median(row.recovery_s))} | {seconds(worst(row.recovery_s))} | {row.verdict} |"
         )
-    if not all(row.must_lose_nothing for row in rows):
+    reasons = list(dict.fromkeys(row.apart for row in rows if row.apart))
+    if reasons:
         lines += [
             "",
-            "† May lose by design, reported apart from the cases that must lose nothing: the control shows "
-            "what the shipped broker settings buy, a broker SIGKILL is held to its documented bound, and the "
-            "fuzz case sends nothing that should be stored.",
+            "† May lose by design, reported apart from the cases that must lose nothing: "
+            f"{'; '.join(reasons)}.",
         ]
     return "\n".join(lines) + "\n"
 
@@ -96,17 +104,13 @@ def failed(rows: list[Row]) -> list[Row]:
 
 
 def markdown(report: dict[str, Any], rows: list[Row]) -> str:
-    m = report["machine"]
     out = [
         f"# Fault injection — {report['profile']['name']} profile, "
         f"{report['started'][:16].replace('T', ' ')} UTC",
         "",
         f"Command: `{report['command']}`",
         "",
-        f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory']}, Linux {m['kernel']}; Python {m['python']}; "
-        f"{m['postgres']}; {m['mosquitto']}; paho-mqtt {m['paho-mqtt']}; asyncpg {m['asyncpg']}; "
-        f"aiohttp {m.get('aiohttp', '?')}; revision {m['revision']}. Load average {m['load']} at the start, "
-        f"{report['load_end']} at the end. Took {report['seconds']:.0f} s.",
+        f"{describe(report['machine'], report['load_end'])}. Took {report['seconds']:.0f} s.",
         "",
         f"Flood: {report['profile']['rate']:g} QoS 1 alarms/s from {report['profile']['publishers']} "
         "publisher processes over 40 registered sensors in 4 clusters; private PostgreSQL (durable: fsync "
@@ -126,28 +130,12 @@ def markdown(report: dict[str, Any], rows: list[Row]) -> str:
     return "\n".join(out)
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def save(report: dict[str, Any], rows: list[Row], text: str, started: datetime, suffix: str) -> list[Path]:
     """``chaos/results/chaos-{date}{suffix}.json`` and ``chaos{suffix}-latest.md``. Returns the paths."""
     RESULTS.mkdir(exist_ok=True)
     body = dict(report, cases=[asdict(row) for row in rows])
     json_path = RESULTS / f"chaos-{started:%Y-%m-%d}{suffix}.json"
     md_path = RESULTS / f"chaos{suffix}-latest.md"
-    _write(json_path, json.dumps(_jsonable(body), indent=2, default=str) + "\n")
-    _write(md_path, text)
+    write_json(json_path, body)
+    write_atomic(md_path, text)
     return [json_path, md_path]

@@ -9,6 +9,11 @@ writes (command/services.py), so no session, queue or persistence file of one
 case weighs on the next. The control case's broker is the one exception:
 Mosquitto with its default configuration (see :class:`DefaultMosquitto`).
 
+The folder, the cluster, its template and the per-case databases and
+brokers are the benchmarks' (bench/rig.py: :func:`bench.rig.cluster`,
+:class:`bench.rig.Services`); what a service or child process leaves when a
+case fails is swept through chaos/procs.py's registry.
+
 Servers are real ``emergency serve`` processes (:class:`Server`), so they can
 be SIGKILLed like a crash and restarted under the same ``EMERGENCY_INSTANCE``
 (the broker session that holds their alarms while they are away).
@@ -18,12 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-import shutil
 import signal
-import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,28 +34,20 @@ from typing import Any, TextIO
 
 import aiohttp
 import asyncpg
-from shapely.geometry import Point
 
+from bench.procs import child_env, python_module
+from bench.rig import Services, cluster
 from chaos.fleet import build_fleet
-from chaos.procs import REGISTRY, ChaosError, Child, child_env, python_module
-from command import accounts, db
+from chaos.procs import REGISTRY, ChaosError, Child
+from command import accounts
 from command.broker_accounts import Role
-from command.migrations import migrate
-from command.services import EmbeddedMosquitto, EmbeddedPostgres, _mosquitto_binary, free_port
+from command.services import EmbeddedMosquitto, EmbeddedPostgres, _mosquitto_binary, _wait_for_port, free_port
 from command.settings import MqttTarget
 
-TEMPLATE = "chaos_template"
 ADMIN_USERNAME = "chaos-admin"
 ADMIN_SECRET = "chaos-admin.password"
 CONSOLE_USER = "chaos-commander"
 CONSOLE_PASSWORD = "chaos commander password"
-
-
-def _make_run_dir() -> Path:
-    path = Path(tempfile.mkdtemp(prefix="emergency-chaos-"))
-    # As root the services run as the postgres and mosquitto accounts, which must enter it.
-    path.chmod(0o755)
-    return path
 
 
 def mqtt_login_env(url: str) -> dict[str, str]:
@@ -63,15 +56,6 @@ def mqtt_login_env(url: str) -> dict[str, str]:
     return child_env(
         {"CHAOS_MQTT_USERNAME": target.username or "", "CHAOS_MQTT_PASSWORD": target.password or ""}
     )
-
-
-def _wait_port(port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return
-        time.sleep(0.05)
-    raise ChaosError(f"nothing listening on 127.0.0.1:{port} after {timeout:.0f} s")
 
 
 class Broker(EmbeddedMosquitto):
@@ -127,7 +111,7 @@ class DefaultMosquitto:
             stderr=self._log,
             start_new_session=True,
         )
-        _wait_port(self.port, 20)
+        _wait_for_port(self.port, 20, self._proc)
 
     def stop(self, kill: bool = False) -> None:
         proc, self._proc = self._proc, None
@@ -242,47 +226,25 @@ class Server:
             return ""
 
 
-class Rig:
+class Rig(Services):
     """The run's folder and PostgreSQL cluster; brokers, databases and servers per case."""
 
+    database_prefix = "c"
+
     def __init__(self, directory: Path, pg: EmbeddedPostgres) -> None:
-        self.directory = directory
-        self.pg = pg
-        self._databases = itertools.count(1)
-        self._brokers = itertools.count(1)
-
-    def log_path(self, name: str) -> Path:
-        return self.directory / "logs" / f"{name}.log"
-
-    async def fresh_database(self, name: str) -> str:
-        """A new database cloned from the template (schema and the flood's sensors). Returns its URL."""
-        dbname = f"c{next(self._databases):02d}_{name}".replace("-", "_")
-        return await asyncio.to_thread(self.pg.create_database, dbname, TEMPLATE)
+        super().__init__(directory, pg, stoppers=REGISTRY.stoppers)
 
     @asynccontextmanager
     async def broker(self, name: str) -> AsyncIterator[Broker]:
         """A new Mosquitto with the shipped configuration, stopped (SIGTERM) at the end."""
-        broker = Broker(self.directory / f"mq{next(self._brokers):02d}-{name}")
-        REGISTRY.stoppers.append(broker.stop)
-        try:
-            await asyncio.to_thread(broker.start)
+        async with self.running(Broker(self.broker_dir(name))) as broker:
             yield broker
-        finally:
-            await asyncio.to_thread(broker.stop)
-            with contextlib.suppress(ValueError):
-                REGISTRY.stoppers.remove(broker.stop)
 
     @asynccontextmanager
     async def default_broker(self, name: str) -> AsyncIterator[DefaultMosquitto]:
-        broker = DefaultMosquitto(self.directory / f"mq{next(self._brokers):02d}-{name}")
-        REGISTRY.stoppers.append(broker.stop)
-        try:
-            await asyncio.to_thread(broker.start)
+        """A new Mosquitto with its default configuration (the control), stopped at the end."""
+        async with self.running(DefaultMosquitto(self.broker_dir(name))) as broker:
             yield broker
-        finally:
-            await asyncio.to_thread(broker.stop)
-            with contextlib.suppress(ValueError):
-                REGISTRY.stoppers.remove(broker.stop)
 
     @asynccontextmanager
     async def server(
@@ -312,20 +274,6 @@ async def console_token(database_url: str) -> str:
     return session.token
 
 
-async def _build_template(pg: EmbeddedPostgres) -> None:
-    url = await asyncio.to_thread(pg.create_database, TEMPLATE)
-    conn = await asyncpg.connect(url)
-    try:
-        await migrate(conn)
-        await db.register_codecs(conn)
-        await conn.executemany(
-            "INSERT INTO sensors (id, kind, name, location) VALUES ($1, $2, $3, $4)",
-            [(s.id, s.cluster.kind, s.cluster.name, Point(s.lon, s.lat)) for s in build_fleet()],
-        )
-    finally:
-        await conn.close()
-
-
 @asynccontextmanager
 async def rig(keep: bool = False) -> AsyncIterator[Rig]:
     """Start the run's PostgreSQL and template; at the end stop every child and service and remove the folder.
@@ -333,15 +281,10 @@ async def rig(keep: bool = False) -> AsyncIterator[Rig]:
     Args:
         keep: leave the run's folder (service data and every log) in place.
     """
-    directory = await asyncio.to_thread(_make_run_dir)
-    pg = EmbeddedPostgres(directory / "pg", durable=True)
-    REGISTRY.stoppers.append(pg.stop)
-    try:
-        await asyncio.to_thread(pg.start)
-        await _build_template(pg)
-        yield Rig(directory, pg)
-    finally:
-        await REGISTRY.stop_children()
-        REGISTRY.sweep()  # brokers of cases that did not get to stop theirs, then PostgreSQL
-        if not keep:
-            await asyncio.to_thread(shutil.rmtree, directory, True)
+    sensors = [(s.id, s.cluster.kind, s.cluster.name, s.lon, s.lat) for s in build_fleet()]
+    async with cluster("emergency-chaos-", sensors, keep=keep, stoppers=REGISTRY.stoppers) as (directory, pg):
+        try:
+            yield Rig(directory, pg)
+        finally:
+            await REGISTRY.stop_children()
+            REGISTRY.sweep()  # brokers of cases that did not get to stop theirs, then PostgreSQL

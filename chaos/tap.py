@@ -82,7 +82,10 @@ class _Connection:
 
 
 class MqttTap:
-    """``start()`` listens on a free loopback port; point the server's MQTT URL at :attr:`port`."""
+    """``start()`` listens on a free loopback port; point the server's MQTT URL at :attr:`port`.
+
+    As an async context manager: started on entry, closed on exit.
+    """
 
     def __init__(self, broker_port: int) -> None:
         self.broker_port = broker_port
@@ -107,6 +110,13 @@ class MqttTap:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def __aenter__(self) -> MqttTap:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
