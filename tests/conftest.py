@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -23,7 +21,7 @@ import pytest
 from command import db
 from command.migrations import migrate
 from command.services import EmbeddedMosquitto, EmbeddedPostgres
-from tests.integration.helpers import AdminMosquitto
+from tests.integration.helpers import AdminMosquitto, service_tempdir
 
 TEMPLATE = "emergency_template"
 
@@ -57,12 +55,8 @@ class PostgresServer:
 
 @pytest.fixture(scope="session")
 def services_dir() -> Iterator[Path]:
-    # Not pytest's tmp_path: that lives under a 0700 folder the postgres and
-    # mosquitto accounts (which the servers run as when we are root) cannot enter.
-    path = Path(tempfile.mkdtemp(prefix="emergency-test-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with service_tempdir("emergency-test-") as path:
+        yield path
 
 
 @pytest.fixture(scope="session")

@@ -1,14 +1,16 @@
-"""Integration-test hygiene: a test fails on an unhandled loop exception or a lingering task."""
+"""Integration-test hygiene (a test fails on an unhandled loop exception or a lingering
+task), and a private folder for a test's own services."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.helpers import end_sessions
+from tests.integration.helpers import end_sessions, service_tempdir
 
 
 @pytest.fixture(autouse=True)
@@ -31,3 +33,12 @@ async def _loop_hygiene(request: pytest.FixtureRequest) -> AsyncIterator[None]:
         pytest.fail(f"unhandled loop exception: {first.get('message')} {first.get('exception')!r}")
     if lingering:
         pytest.fail(f"tasks left running after the test: {[t.get_name() for t in lingering]}")
+
+
+@pytest.fixture
+def private_dir(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A folder for the test's own PostgreSQL, broker or `emergency up` data, which
+    the service accounts can enter; named after the test module, removed afterwards."""
+    module = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    with service_tempdir(f"emergency-{module}-") as path:
+        yield path

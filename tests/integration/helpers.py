@@ -6,13 +6,16 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,12 +27,15 @@ import paho.mqtt.client as paho
 import websockets
 from aiohttp import web
 from paho.mqtt.enums import CallbackAPIVersion
-from shapely.geometry import MultiPolygon, Point, box
+from paho.mqtt.reasoncodes import ReasonCode
+from shapely.geometry import LineString, MultiPolygon, Point, box
+from shapely.geometry.base import BaseGeometry
 
 from command import accounts, db
 from command.app import create_app
 from command.broker_accounts import Role
-from command.services import EmbeddedMosquitto, free_port
+from command.migrations import migrate
+from command.services import EmbeddedMosquitto, EmbeddedPostgres, free_port
 from command.settings import MqttTarget, Settings, client_id_for
 
 PASSWORD = "correct horse battery"
@@ -102,6 +108,11 @@ def settings_for(database_url: str, mqtt_url: str, **overrides: Any) -> Settings
     return settings
 
 
+def base_url(settings: Settings) -> str:
+    """``http://host:port`` of the server ``settings`` describe."""
+    return f"http://{settings.http_host}:{settings.http_port}"
+
+
 @asynccontextmanager
 async def running_server(settings: Settings) -> AsyncIterator[web.Application]:
     """The real application on a real port, shut down gracefully at exit."""
@@ -146,6 +157,85 @@ async def seed_minimal(database_url: str) -> dict[str, str]:
         return tokens
     finally:
         await conn.close()
+
+
+async def seed_city(database_url: str) -> dict[str, str]:
+    """seed_minimal plus units U-2 (fire engine), U-3 (ambulance) and U-4 (fire engine, farther),
+    depot DEP-1 with 100 pcs of blankets, and school SCH-1 beside S-1. Returns user -> token."""
+    tokens = await seed_minimal(database_url)
+    conn = await asyncpg.connect(database_url)
+    await db.register_codecs(conn)
+    try:
+        units = [
+            ("U-2", "Engine 2", "fire_engine", ["fire_suppression", "rescue"], Point(120.161, 30.261)),
+            ("U-3", "Medic 3", "ambulance", ["medical"], Point(120.162, 30.262)),
+            ("U-4", "Engine 4", "fire_engine", ["fire_suppression", "rescue"], Point(120.17, 30.27)),
+        ]
+        await conn.executemany(
+            """INSERT INTO units (id, callsign, type, capabilities, position, position_at, district_id)
+               VALUES ($1, $2, $3, $4, $5, now(), 'D-1')""",
+            units,
+        )
+        await conn.execute(
+            "INSERT INTO depots (id, name, location, district_id) VALUES ('DEP-1', 'North depot', $1, 'D-1')",
+            Point(120.15, 30.26),
+        )
+        await conn.execute(
+            "INSERT INTO stock (depot_id, item, quantity, unit) VALUES ('DEP-1', 'blankets', 100, 'pcs')"
+        )
+        await conn.execute(
+            "INSERT INTO sites (id, kind, name, geom) VALUES ('SCH-1', 'school', 'No. 1 School', $1)",
+            Point(120.1501, 30.2701),
+        )
+    finally:
+        await conn.close()
+    return tokens
+
+
+async def insert_incident(
+    conn: asyncpg.Connection,
+    kind: str,
+    severity: str,
+    *,
+    area: BaseGeometry | None = None,
+    location: Point | None = None,
+    status: str = "confirmed",
+) -> int:
+    """An incident row written directly (a natural disaster), at ``location`` or the centroid of ``area``."""
+    incident: int = await conn.fetchval(
+        """
+        INSERT INTO incidents (kind, category, severity, status, location, area, title, opened_at, updated_at)
+        VALUES ($1, 'natural_disaster', $2, $3, COALESCE($4::geometry, ST_Centroid($5::geometry)), $5,
+                'test', now(), now())
+        RETURNING id
+        """,
+        kind,
+        severity,
+        status,
+        location,
+        area,
+    )
+    return incident
+
+
+async def insert_road(
+    conn: asyncpg.Connection, source: int, target: int, a: Point, b: Point, kmh: float, oneway: bool = False
+) -> None:
+    """A straight road from ``a`` to ``b`` (vertices ``source``, ``target``), its length on the spheroid."""
+    line = LineString([a, b])
+    length = await conn.fetchval("SELECT ST_Length($1::geometry::geography)", line)
+    await conn.execute(
+        """
+        INSERT INTO roads (source, target, length_m, speed_kmh, oneway, geom)
+        VALUES ($1, $2, $3, $4, $5, $6)
+        """,
+        source,
+        target,
+        length,
+        kmh,
+        oneway,
+        line,
+    )
 
 
 async def wait_for_value(conn: asyncpg.Connection, sql: str, expected: object, timeout: float = 10.0) -> None:
@@ -205,6 +295,80 @@ async def publisher(mqtt_url: str) -> AsyncIterator[Publisher]:
         await asyncio.to_thread(pub.close)
 
 
+class DeviceClient:
+    """A device's MQTT client (paho's network thread), recording what the broker answers.
+
+    Blocking: call it through ``asyncio.to_thread`` while a server runs in the loop.
+    """
+
+    def __init__(self, port: int, username: str | None, password: str | None, protocol: int = paho.MQTTv5):
+        self._client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"acl-{uuid.uuid4().hex[:8]}", protocol=protocol
+        )
+        if username is not None:
+            self._client.username_pw_set(username, password)
+        self._changed = threading.Condition()
+        self.connacks: list[ReasonCode] = []
+        self.disconnected = False
+        self.pubacks: dict[int, ReasonCode] = {}
+        self.subacks: dict[int, list[ReasonCode]] = {}
+        self.messages: list[tuple[str, bytes]] = []
+        self._client.on_connect = lambda _c, _u, _f, reason, _p: self._note(self.connacks.append, reason)
+        self._client.on_disconnect = lambda *_: self._note(
+            lambda _: setattr(self, "disconnected", True), None
+        )
+        self._client.on_publish = lambda _c, _u, mid, reason, _p: self._note(
+            lambda r: self.pubacks.__setitem__(mid, r), reason
+        )
+        self._client.on_subscribe = lambda _c, _u, mid, reasons, _p: self._note(
+            lambda r: self.subacks.__setitem__(mid, r), reasons
+        )
+        self._client.on_message = lambda _c, _u, m: self._note(self.messages.append, (m.topic, m.payload))
+        self._client.connect("127.0.0.1", port, keepalive=30)
+        self._client.loop_start()
+
+    def _note(self, record: Any, value: Any) -> None:
+        with self._changed:
+            record(value)
+            self._changed.notify_all()
+
+    def wait(self, condition: Any, what: str, timeout: float = 10.0) -> None:
+        with self._changed:
+            if not self._changed.wait_for(condition, timeout):
+                raise AssertionError(f"timed out waiting for {what}")
+
+    def connack(self) -> ReasonCode:
+        self.wait(lambda: self.connacks, "CONNACK")
+        return self.connacks[0]
+
+    def publish(self, topic: str, payload: bytes | dict[str, Any], qos: int = 1) -> ReasonCode:
+        """Publish and return the PUBACK's reason code."""
+        data = json.dumps(payload).encode() if isinstance(payload, dict) else payload
+        info = self._client.publish(topic, data, qos=qos)
+        self.wait(lambda: info.mid in self.pubacks, f"PUBACK for {topic}")
+        return self.pubacks[info.mid]
+
+    def subscribe(self, *topics: str) -> list[ReasonCode]:
+        """Subscribe at QoS 1 and return the SUBACK's reason code per topic."""
+        _, mid = self._client.subscribe([(topic, 1) for topic in topics])
+        self.wait(lambda: mid in self.subacks, "SUBACK")
+        return self.subacks[mid]
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+def connected(port: int, username: str, password: str, protocol: int = paho.MQTTv5) -> DeviceClient:
+    """A device logged in as ``username`` (failing the test if the broker refused it)."""
+    client = DeviceClient(port, username, password, protocol)
+    reason = client.connack()
+    if reason.is_failure:
+        client.close()
+        raise AssertionError(f"{username} refused: {reason}")
+    return client
+
+
 def alarm(alarm_id: str, **fields: Any) -> dict[str, Any]:
     doc = {
         "id": alarm_id,
@@ -214,6 +378,33 @@ def alarm(alarm_id: str, **fields: Any) -> dict[str, Any]:
     }
     doc.update(fields)
     return doc
+
+
+class Api:
+    """The server's JSON API over one HTTP session, a bearer token per call."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
+        self.session, self.base = session, base
+
+    async def call(self, method: str, path: str, token: str, body: Any = None) -> tuple[int, dict[str, Any]]:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with self.session.request(method, self.base + path, json=body, headers=headers) as resp:
+            return resp.status, await resp.json()
+
+    async def dispatch(
+        self, token: str, incident_id: int, units: list[Any], *, supplies: list[dict[str, Any]] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """POST /api/incidents/{incident_id}/dispatches (``supplies`` only when given)."""
+        body: dict[str, Any] = {"units": units}
+        if supplies is not None:
+            body["supplies"] = supplies
+        return await self.call("POST", f"/api/incidents/{incident_id}/dispatches", token, body)
+
+
+@asynccontextmanager
+async def api_for(settings: Settings) -> AsyncIterator[Api]:
+    async with aiohttp.ClientSession() as session:
+        yield Api(session, base_url(settings))
 
 
 class Console:
@@ -247,7 +438,7 @@ class Console:
 
 @asynccontextmanager
 async def console(settings: Settings, token: str | None, since: int | None = None) -> AsyncIterator[Console]:
-    async with console_at(f"http://{settings.http_host}:{settings.http_port}", token, since) as opened:
+    async with console_at(base_url(settings), token, since) as opened:
         yield opened
 
 
@@ -263,6 +454,40 @@ async def console_at(base_url: str, token: str | None, since: int | None = None)
             hello["since"] = since
         await ws.send(json.dumps(hello))
         yield Console(ws)
+
+
+# -- private services: a test's own PostgreSQL or broker, to stop and start at will --
+
+
+@contextmanager
+def service_tempdir(prefix: str) -> Iterator[Path]:
+    """A temporary folder the postgres and mosquitto accounts can enter, removed afterwards.
+
+    Not pytest's tmp_path: that lives under a 0700 folder the accounts the
+    services run as (when we are root) cannot enter.
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@asynccontextmanager
+async def private_postgres(directory: Path, *, durable: bool) -> AsyncIterator[EmbeddedPostgres]:
+    """An embedded PostgreSQL of the test's own in ``directory``/pg, migrated; stopped at exit."""
+    pg = EmbeddedPostgres(directory / "pg", durable=durable)
+    await asyncio.to_thread(pg.start)
+    try:
+        conn = await asyncpg.connect(pg.url)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        yield pg
+    finally:
+        await asyncio.to_thread(pg.stop)
 
 
 # -- floods: many QoS 1 alarms from one cluster, and what the broker acknowledged --
@@ -362,6 +587,27 @@ async def assert_exactly_once(conn: asyncpg.Connection, acknowledged: set[str]) 
 
 ROOT = Path(__file__).resolve().parents[2]
 
+#: The `emergency` command installed beside this interpreter.
+EMERGENCY = str(Path(sys.executable).with_name("emergency"))
+
+
+def emergency_env(**values: str) -> dict[str, str]:
+    """This process's environment without its EMERGENCY_* settings, plus ``values``."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("EMERGENCY_")} | values
+
+
+def up_env(data_dir: Path, port: int, instance: str) -> dict[str, str]:
+    """The environment of an `emergency up` keeping its services in ``data_dir``, serving on ``port``."""
+    return emergency_env(
+        EMERGENCY_DATA_DIR=str(data_dir), EMERGENCY_HTTP_PORT=str(port), EMERGENCY_INSTANCE=instance
+    )
+
+
+def processes_using(data_dir: Path) -> list[str]:
+    """The `ps` lines of the processes whose command line names ``data_dir``."""
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if str(data_dir) in line and "ps -eo" not in line]
+
 
 class ServerProcess:
     """One `emergency serve` subprocess; :func:`server_process` owns its lifetime."""
@@ -370,13 +616,13 @@ class ServerProcess:
         self.instance = instance
         self.port = free_port()
         self.log = log
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("EMERGENCY_")} | {
-            "EMERGENCY_DATABASE_URL": database_url,
-            "EMERGENCY_MQTT_URL": mqtt_url,
-            "EMERGENCY_HTTP_PORT": str(self.port),
-            "EMERGENCY_INSTANCE": instance,
-            "EMERGENCY_MQTT_SHARE_GROUP": share_group,
-        }
+        self.env = emergency_env(
+            EMERGENCY_DATABASE_URL=database_url,
+            EMERGENCY_MQTT_URL=mqtt_url,
+            EMERGENCY_HTTP_PORT=str(self.port),
+            EMERGENCY_INSTANCE=instance,
+            EMERGENCY_MQTT_SHARE_GROUP=share_group,
+        )
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property

@@ -18,7 +18,7 @@ from shapely.geometry import MultiPolygon, Point, box
 
 from command import accounts, db, db_roles
 from command.settings import Settings
-from tests.integration.helpers import PASSWORD
+from tests.integration.helpers import PASSWORD, base_url
 
 
 @asynccontextmanager
@@ -140,7 +140,7 @@ async def build_world(
 ) -> World:
     """Incidents I1, I2 (district D-1) and I3 (D-2); U-1 (the field account's
     unit) dispatched to I1, U-2 to I2, U-3 to I3; a task owned by each."""
-    base = f"http://{settings.http_host}:{settings.http_port}"
+    base = base_url(settings)
     world = World(base, tokens, ids)
     admin = tokens["admin"]
     places = {"I1": (30.25, 120.15), "I2": (30.26, 120.16), "I3": (30.25, 120.45)}

@@ -14,113 +14,40 @@ is ever delivered on it.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import re
-import shutil
 import subprocess
-import sys
-import tempfile
-import threading
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.reasoncodes import ReasonCode
 
 from command.broker_accounts import SERVER_USERNAME, SIMULATOR_USERNAME, Role
 from command.services import EmbeddedMosquitto
 from command.settings import MqttTarget
 from command.simulator import run_simulator
-from tests.integration.helpers import alarm, running_server, seed_minimal, settings_for, wait_for_value
+from tests.integration.helpers import (
+    EMERGENCY,
+    DeviceClient,
+    alarm,
+    connected,
+    emergency_env,
+    running_server,
+    seed_minimal,
+    service_tempdir,
+    settings_for,
+    wait_for_value,
+)
 
 NOT_AUTHORIZED = 0x87
-EMERGENCY = str(Path(sys.executable).with_name("emergency"))
-
-
-class Client:
-    """A device's MQTT client (paho's network thread), recording what the broker answers.
-
-    Blocking: call it through ``asyncio.to_thread`` while a server runs in the loop.
-    """
-
-    def __init__(self, port: int, username: str | None, password: str | None, protocol: int = paho.MQTTv5):
-        self._client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"acl-{uuid.uuid4().hex[:8]}", protocol=protocol
-        )
-        if username is not None:
-            self._client.username_pw_set(username, password)
-        self._changed = threading.Condition()
-        self.connacks: list[ReasonCode] = []
-        self.disconnected = False
-        self.pubacks: dict[int, ReasonCode] = {}
-        self.subacks: dict[int, list[ReasonCode]] = {}
-        self.messages: list[tuple[str, bytes]] = []
-        self._client.on_connect = lambda _c, _u, _f, reason, _p: self._note(self.connacks.append, reason)
-        self._client.on_disconnect = lambda *_: self._note(
-            lambda _: setattr(self, "disconnected", True), None
-        )
-        self._client.on_publish = lambda _c, _u, mid, reason, _p: self._note(
-            lambda r: self.pubacks.__setitem__(mid, r), reason
-        )
-        self._client.on_subscribe = lambda _c, _u, mid, reasons, _p: self._note(
-            lambda r: self.subacks.__setitem__(mid, r), reasons
-        )
-        self._client.on_message = lambda _c, _u, m: self._note(self.messages.append, (m.topic, m.payload))
-        self._client.connect("127.0.0.1", port, keepalive=30)
-        self._client.loop_start()
-
-    def _note(self, record: Any, value: Any) -> None:
-        with self._changed:
-            record(value)
-            self._changed.notify_all()
-
-    def wait(self, condition: Any, what: str, timeout: float = 10.0) -> None:
-        with self._changed:
-            if not self._changed.wait_for(condition, timeout):
-                raise AssertionError(f"timed out waiting for {what}")
-
-    def connack(self) -> ReasonCode:
-        self.wait(lambda: self.connacks, "CONNACK")
-        return self.connacks[0]
-
-    def publish(self, topic: str, payload: bytes | dict[str, Any], qos: int = 1) -> ReasonCode:
-        """Publish and return the PUBACK's reason code."""
-        data = json.dumps(payload).encode() if isinstance(payload, dict) else payload
-        info = self._client.publish(topic, data, qos=qos)
-        self.wait(lambda: info.mid in self.pubacks, f"PUBACK for {topic}")
-        return self.pubacks[info.mid]
-
-    def subscribe(self, *topics: str) -> list[ReasonCode]:
-        """Subscribe at QoS 1 and return the SUBACK's reason code per topic."""
-        _, mid = self._client.subscribe([(topic, 1) for topic in topics])
-        self.wait(lambda: mid in self.subacks, "SUBACK")
-        return self.subacks[mid]
-
-    def close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
-
-
-def connected(port: int, username: str, password: str, protocol: int = paho.MQTTv5) -> Client:
-    client = Client(port, username, password, protocol)
-    reason = client.connack()
-    if reason.is_failure:
-        client.close()
-        raise AssertionError(f"{username} refused: {reason}")
-    return client
 
 
 def refused(port: int, username: str | None, password: str | None, protocol: int = paho.MQTTv5) -> int:
     """Log in once; return the CONNACK's reason code (raising if the login was accepted)."""
-    client = Client(port, username, password, protocol)
+    client = DeviceClient(port, username, password, protocol)
     try:
         reason = client.connack()
     finally:
@@ -137,15 +64,13 @@ def server_password(broker: EmbeddedMosquitto) -> str:
 
 @pytest.fixture(scope="module")
 def broker() -> Iterator[EmbeddedMosquitto]:
-    path = Path(tempfile.mkdtemp(prefix="emergency-acl-"))
-    path.chmod(0o755)  # the mosquitto account must be able to enter it
-    broker = EmbeddedMosquitto(path / "mosquitto", save_every_change=False)
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
-        shutil.rmtree(path, ignore_errors=True)
+    with service_tempdir("emergency-acl-") as path:
+        broker = EmbeddedMosquitto(path / "mosquitto", save_every_change=False)
+        broker.start()
+        try:
+            yield broker
+        finally:
+            broker.stop()
 
 
 def test_a_client_without_a_valid_login_is_refused(broker: EmbeddedMosquitto, mqtt_url: str) -> None:
@@ -262,7 +187,7 @@ def test_a_new_password_or_a_revocation_ends_the_old_login(broker: EmbeddedMosqu
     assert broker.remove_accounts(["sensors/S-7", "sensors/never"]) == ["sensors/S-7"]
     deadline = time.monotonic() + 10
     while True:  # the reload is asynchronous: poll until the broker forgets the account
-        client = Client(broker.port, "sensors/S-7", second)
+        client = DeviceClient(broker.port, "sensors/S-7", second)
         reason = client.connack()
         client.close()
         if reason.is_failure:
@@ -308,35 +233,27 @@ LOGIN = re.compile(r"username (\S+)  password (\S+)")
 
 
 def _emergency(data_dir: Path, database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EMERGENCY_")}
-    env.update(EMERGENCY_DATA_DIR=str(data_dir), EMERGENCY_DATABASE_URL=database_url)
+    env = emergency_env(EMERGENCY_DATA_DIR=str(data_dir), EMERGENCY_DATABASE_URL=database_url)
     return subprocess.run(
         [EMERGENCY, *args], env=env, capture_output=True, text=True, timeout=60, check=False
     )
 
 
-@pytest.fixture
-def data_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="emergency-cli-acl-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
 async def test_sensors_add_issues_a_login_that_publishes_and_credentials_rotates_it(
-    data_dir: Path, database_url: str, conn: asyncpg.Connection
+    private_dir: Path, database_url: str, conn: asyncpg.Connection
 ) -> None:
-    broker = EmbeddedMosquitto(data_dir / "mosquitto", save_every_change=False)  # as `emergency up` runs it
+    # The broker as `emergency up` runs it, in the data folder the commands below are given.
+    broker = EmbeddedMosquitto(private_dir / "mosquitto", save_every_change=False)
     await asyncio.to_thread(broker.start)
     try:
         added = await asyncio.to_thread(
-            _emergency, data_dir, database_url, "sensors", "add", "--id", "S-9", "--kind", "smoke",
+            _emergency, private_dir, database_url, "sensors", "add", "--id", "S-9", "--kind", "smoke",
             "--lat", "30.27", "--lon", "120.15",
         )  # fmt: skip
         assert added.returncode == 0, added.stderr
         ((username, password),) = LOGIN.findall(added.stdout)
         assert username == "sensors/S-9"
-        for path in (data_dir / "mosquitto").iterdir():
+        for path in (private_dir / "mosquitto").iterdir():
             if path.is_file():
                 assert password.encode() not in path.read_bytes(), f"the password is kept in {path.name}"
 
@@ -349,16 +266,20 @@ async def test_sensors_add_issues_a_login_that_publishes_and_credentials_rotates
                 await asyncio.to_thread(sensor.close)
             await wait_for_value(conn, "SELECT count(*) FROM alarms WHERE sensor_id = 'S-9'", 1)
 
-        rotated = await asyncio.to_thread(_emergency, data_dir, database_url, "sensors", "credentials", "S-9")
+        rotated = await asyncio.to_thread(
+            _emergency, private_dir, database_url, "sensors", "credentials", "S-9"
+        )
         assert rotated.returncode == 0, rotated.stderr
         ((_, new_password),) = LOGIN.findall(rotated.stdout)
         assert await asyncio.to_thread(refused, broker.port, username, password) == NOT_AUTHORIZED
         (await asyncio.to_thread(connected, broker.port, username, new_password)).close()
 
-        unknown = await asyncio.to_thread(_emergency, data_dir, database_url, "units", "credentials", "U-404")
+        unknown = await asyncio.to_thread(
+            _emergency, private_dir, database_url, "units", "credentials", "U-404"
+        )
         assert unknown.returncode != 0 and "not registered: U-404" in unknown.stderr
         colon = await asyncio.to_thread(
-            _emergency, data_dir, database_url, "sensors", "add", "--id", "a:b", "--kind", "smoke"
+            _emergency, private_dir, database_url, "sensors", "add", "--id", "a:b", "--kind", "smoke"
         )
         assert colon.returncode != 0 and "cannot contain ':'" in colon.stderr
         assert await conn.fetchval("SELECT count(*) FROM sensors WHERE id = 'a:b'") == 0

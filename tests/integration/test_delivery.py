@@ -6,11 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import shutil
-import tempfile
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -180,14 +178,6 @@ async def test_the_broker_keeps_an_order_for_a_unit_that_is_away(
         assert unit.received == docs
     finally:
         await asyncio.to_thread(unit.disconnect)
-
-
-@pytest.fixture
-def private_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="emergency-delivery-"))
-    path.chmod(0o755)  # the mosquitto account must be able to enter it
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 async def test_orders_written_while_the_broker_is_down_go_out_in_order_when_it_is_back(

@@ -7,25 +7,25 @@ import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import asyncpg
 import paho.mqtt.client as paho
 import pytest
+from aiohttp import web
 from paho.mqtt.enums import CallbackAPIVersion
-from shapely.geometry import Point
 
-from command import db
 from command.settings import MqttTarget, Settings
 from tests.integration.helpers import (
+    Api,
+    api_for,
     console,
     publisher,
     running_server,
-    seed_minimal,
+    seed_city,
     settings_for,
     wait_for_value,
 )
@@ -33,51 +33,22 @@ from tests.integration.helpers import (
 PLANS = Path(__file__).resolve().parents[2] / "dispatch" / "plans.toml"
 
 
-async def _seed_city(database_url: str) -> dict[str, str]:
-    tokens = await seed_minimal(database_url)
-    conn = await asyncpg.connect(database_url)
-    await db.register_codecs(conn)
-    try:
-        units = [
-            ("U-2", "Engine 2", "fire_engine", ["fire_suppression", "rescue"], Point(120.161, 30.261)),
-            ("U-3", "Medic 3", "ambulance", ["medical"], Point(120.162, 30.262)),
-            ("U-4", "Engine 4", "fire_engine", ["fire_suppression", "rescue"], Point(120.17, 30.27)),
-        ]
-        await conn.executemany(
-            """INSERT INTO units (id, callsign, type, capabilities, position, position_at, district_id)
-               VALUES ($1, $2, $3, $4, $5, now(), 'D-1')""",
-            units,
-        )
-        await conn.execute(
-            "INSERT INTO depots (id, name, location, district_id) VALUES ('DEP-1', 'North depot', $1, 'D-1')",
-            Point(120.15, 30.26),
-        )
-        await conn.execute(
-            "INSERT INTO stock (depot_id, item, quantity, unit) VALUES ('DEP-1', 'blankets', 100, 'pcs')"
-        )
-        await conn.execute(
-            "INSERT INTO sites (id, kind, name, geom) VALUES ('SCH-1', 'school', 'No. 1 School', $1)",
-            Point(120.1501, 30.2701),
-        )
-    finally:
-        await conn.close()
-    return tokens
+@dataclass
+class City:
+    """seed_city with the server running on it, and an API client of it."""
+
+    tokens: dict[str, str]
+    settings: Settings
+    app: web.Application
+    api: Api
 
 
-class Api:
-    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
-        self.session, self.base = session, base
-
-    async def call(self, method: str, path: str, token: str, body: Any = None) -> tuple[int, dict[str, Any]]:
-        headers = {"Authorization": f"Bearer {token}"}
-        async with self.session.request(method, self.base + path, json=body, headers=headers) as resp:
-            return resp.status, await resp.json()
-
-
-@asynccontextmanager
-async def api_for(settings: Settings) -> AsyncIterator[Api]:
-    async with aiohttp.ClientSession() as session:
-        yield Api(session, f"http://{settings.http_host}:{settings.http_port}")
+@pytest.fixture
+async def city(database_url: str, mqtt_url: str) -> AsyncIterator[City]:
+    tokens = await seed_city(database_url)
+    settings = settings_for(database_url, mqtt_url)
+    async with running_server(settings) as app, api_for(settings) as api:
+        yield City(tokens, settings, app, api)
 
 
 async def _phone_report(api: Api, token: str, severity: str = "Moderate") -> dict[str, Any]:
@@ -101,76 +72,59 @@ async def _phone_report(api: Api, token: str, severity: str = "Moderate") -> dic
 
 
 async def test_dispatch_moves_units_stock_incident_and_tells_the_field_team(
-    database_url: str, mqtt_url: str, conn: asyncpg.Connection
+    city: City, conn: asyncpg.Connection
 ) -> None:
-    tokens = await _seed_city(database_url)
-    settings = settings_for(database_url, mqtt_url)
-    async with running_server(settings), api_for(settings) as api:
-        incident = await _phone_report(api, tokens["commander"])
-        async with (
-            console(settings, tokens["field"]) as field,
-            console(settings, tokens["commander"]) as boss,
-        ):
-            assert (await field.receive())["type"] == "snapshot"
-            assert (await boss.receive())["type"] == "snapshot"
-            status, body = await api.call(
-                "POST",
-                f"/api/incidents/{incident['id']}/dispatches",
-                tokens["commander"],
-                {
-                    "units": ["U-1", {"id": "U-3", "capability": "medical"}],
-                    "supplies": [{"depot_id": "DEP-1", "item": "blankets", "quantity": 40}],
-                },
-            )
-            assert status == 201, body
-            assert body["incident"]["status"] == "responding"
-            by_unit = {d["unit_id"]: d for d in body["dispatches"]}
-            assert set(by_unit) == {"U-1", "U-3"}
-            order = by_unit["U-1"]["order"]
-            assert order["incident"]["id"] == incident["id"]
-            assert order["destination"] == {"lat": 30.27, "lon": 120.15}
-            assert order["supplies"][0]["item"] == "blankets" and order["supplies"][0]["quantity"] == 40
-            assert by_unit["U-3"]["order"]["supplies"] == []  # the first unit collects by default
-            # The plan's tasks: deliver the blankets, protect the school in the area.
-            titles = {t["title"] for t in body["tasks"]}
-            assert "Deliver 50 pcs of blankets" in titles and "Evacuate or shelter No. 1 School" in titles
-
-            # The field team sees its own order, not the other unit's.
-            created = await field.until("dispatch.created")
-            assert created["data"]["unit_id"] == "U-1" and created["data"]["order"]["supplies"]
-            seen: set[str] = set()
-            while len(seen) < 2:
-                seen |= {e["data"]["unit_id"] for e in await boss.events() if e["name"] == "dispatch.created"}
-            assert seen == {"U-1", "U-3"}
-
-        assert await conn.fetchval("SELECT quantity FROM stock WHERE item = 'blankets'") == 60
-        statuses = dict(await conn.fetch("SELECT id, status FROM units WHERE id IN ('U-1', 'U-3')"))
-        assert statuses == {"U-1": "dispatched", "U-3": "dispatched"}
-        # The field account can now read the incident it was sent to, and only that.
-        status, detail = await api.call("GET", f"/api/incidents/{incident['id']}", tokens["field"])
-        assert status == 200 and [d["unit_id"] for d in detail["dispatches"]] == ["U-1", "U-3"]
-        actions = [t["action"] for t in detail["timeline"]]
-        assert actions[:4] == ["opened", "dispatch", "dispatch", "status"]
-
-
-async def test_twenty_commanders_race_for_one_unit_and_one_wins(
-    database_url: str, mqtt_url: str, conn: asyncpg.Connection
-) -> None:
-    tokens = await _seed_city(database_url)
-    settings = settings_for(database_url, mqtt_url)
-    async with running_server(settings), api_for(settings) as api:
-        incidents = [await _phone_report(api, tokens["commander"]) for _ in range(4)]
-        results = await asyncio.gather(
-            *(
-                api.call(
-                    "POST",
-                    f"/api/incidents/{incidents[n % 4]['id']}/dispatches",
-                    tokens["commander"],
-                    {"units": ["U-2"]},
-                )
-                for n in range(20)
-            )
+    tokens, settings, api = city.tokens, city.settings, city.api
+    incident = await _phone_report(api, tokens["commander"])
+    async with (
+        console(settings, tokens["field"]) as field,
+        console(settings, tokens["commander"]) as boss,
+    ):
+        assert (await field.receive())["type"] == "snapshot"
+        assert (await boss.receive())["type"] == "snapshot"
+        status, body = await api.dispatch(
+            tokens["commander"],
+            incident["id"],
+            ["U-1", {"id": "U-3", "capability": "medical"}],
+            supplies=[{"depot_id": "DEP-1", "item": "blankets", "quantity": 40}],
         )
+        assert status == 201, body
+        assert body["incident"]["status"] == "responding"
+        by_unit = {d["unit_id"]: d for d in body["dispatches"]}
+        assert set(by_unit) == {"U-1", "U-3"}
+        order = by_unit["U-1"]["order"]
+        assert order["incident"]["id"] == incident["id"]
+        assert order["destination"] == {"lat": 30.27, "lon": 120.15}
+        assert order["supplies"][0]["item"] == "blankets" and order["supplies"][0]["quantity"] == 40
+        assert by_unit["U-3"]["order"]["supplies"] == []  # the first unit collects by default
+        # The plan's tasks: deliver the blankets, protect the school in the area.
+        titles = {t["title"] for t in body["tasks"]}
+        assert "Deliver 50 pcs of blankets" in titles and "Evacuate or shelter No. 1 School" in titles
+
+        # The field team sees its own order, not the other unit's.
+        created = await field.until("dispatch.created")
+        assert created["data"]["unit_id"] == "U-1" and created["data"]["order"]["supplies"]
+        seen: set[str] = set()
+        while len(seen) < 2:
+            seen |= {e["data"]["unit_id"] for e in await boss.events() if e["name"] == "dispatch.created"}
+        assert seen == {"U-1", "U-3"}
+
+    assert await conn.fetchval("SELECT quantity FROM stock WHERE item = 'blankets'") == 60
+    statuses = dict(await conn.fetch("SELECT id, status FROM units WHERE id IN ('U-1', 'U-3')"))
+    assert statuses == {"U-1": "dispatched", "U-3": "dispatched"}
+    # The field account can now read the incident it was sent to, and only that.
+    status, detail = await api.call("GET", f"/api/incidents/{incident['id']}", tokens["field"])
+    assert status == 200 and [d["unit_id"] for d in detail["dispatches"]] == ["U-1", "U-3"]
+    actions = [t["action"] for t in detail["timeline"]]
+    assert actions[:4] == ["opened", "dispatch", "dispatch", "status"]
+
+
+async def test_twenty_commanders_race_for_one_unit_and_one_wins(city: City, conn: asyncpg.Connection) -> None:
+    tokens, api = city.tokens, city.api
+    incidents = [await _phone_report(api, tokens["commander"]) for _ in range(4)]
+    results = await asyncio.gather(
+        *(api.dispatch(tokens["commander"], incidents[n % 4]["id"], ["U-2"]) for n in range(20))
+    )
     codes = sorted(status for status, _ in results)
     assert codes == [201] + [409] * 19
     refusals = {body["error"]["message"] for status, body in results if status == 409}
@@ -178,108 +132,92 @@ async def test_twenty_commanders_race_for_one_unit_and_one_wins(
     assert await conn.fetchval("SELECT count(*) FROM dispatches WHERE unit_id = 'U-2'") == 1
 
 
-async def test_a_refused_dispatch_changes_nothing(
-    database_url: str, mqtt_url: str, conn: asyncpg.Connection
-) -> None:
-    tokens = await _seed_city(database_url)
-    settings = settings_for(database_url, mqtt_url)
-    async with running_server(settings), api_for(settings) as api:
-        incident = await _phone_report(api, tokens["commander"])
-        path = f"/api/incidents/{incident['id']}/dispatches"
-        status, body = await api.call(
-            "POST",
-            path,
-            tokens["commander"],
-            {"units": ["U-1"], "supplies": [{"depot_id": "DEP-1", "item": "blankets", "quantity": 101}]},
-        )
-        assert status == 409 and body["error"] == {
-            "code": "stock_short",
-            "message": "depot DEP-1 has 100 pcs of blankets, 101 requested",
-        }
-        # All or nothing: the unit taken before the shortfall was found is free again.
-        assert await conn.fetchval("SELECT status FROM units WHERE id = 'U-1'") == "available"
-        assert await conn.fetchval("SELECT count(*) FROM dispatches") == 0
+async def test_a_refused_dispatch_changes_nothing(city: City, conn: asyncpg.Connection) -> None:
+    tokens, api = city.tokens, city.api
+    incident = await _phone_report(api, tokens["commander"])
+    status, body = await api.dispatch(
+        tokens["commander"],
+        incident["id"],
+        ["U-1"],
+        supplies=[{"depot_id": "DEP-1", "item": "blankets", "quantity": 101}],
+    )
+    assert status == 409 and body["error"] == {
+        "code": "stock_short",
+        "message": "depot DEP-1 has 100 pcs of blankets, 101 requested",
+    }
+    # All or nothing: the unit taken before the shortfall was found is free again.
+    assert await conn.fetchval("SELECT status FROM units WHERE id = 'U-1'") == "available"
+    assert await conn.fetchval("SELECT count(*) FROM dispatches") == 0
 
-        status, body = await api.call("POST", path, tokens["viewer"], {"units": ["U-1"]})
-        assert status == 403
-        status, body = await api.call("POST", path, tokens["commander"], {"units": ["U-1", "U-1"]})
-        assert status == 400 and "listed twice" in body["error"]["message"]
-        status, body = await api.call("POST", path, tokens["commander"], {"units": ["NOPE"]})
-        assert status == 409 and body["error"]["code"] == "unknown_unit"
-        status, body = await api.call(
-            "POST", "/api/incidents/999999/dispatches", tokens["commander"], {"units": ["U-1"]}
-        )
-        assert status == 404
+    status, body = await api.dispatch(tokens["viewer"], incident["id"], ["U-1"])
+    assert status == 403
+    status, body = await api.dispatch(tokens["commander"], incident["id"], ["U-1", "U-1"])
+    assert status == 400 and "listed twice" in body["error"]["message"]
+    status, body = await api.dispatch(tokens["commander"], incident["id"], ["NOPE"])
+    assert status == 409 and body["error"]["code"] == "unknown_unit"
+    status, body = await api.dispatch(tokens["commander"], 999999, ["U-1"])
+    assert status == 404
 
 
-async def test_field_progress_supplies_and_invalid_steps(
-    database_url: str, mqtt_url: str, conn: asyncpg.Connection
-) -> None:
-    tokens = await _seed_city(database_url)
-    settings = settings_for(database_url, mqtt_url)
-    async with running_server(settings), api_for(settings) as api:
-        incident = await _phone_report(api, tokens["commander"])
-        _, body = await api.call(
-            "POST",
-            f"/api/incidents/{incident['id']}/dispatches",
-            tokens["commander"],
-            {"units": ["U-1"], "supplies": [{"depot_id": "DEP-1", "item": "blankets", "quantity": 30}]},
-        )
-        dispatch_id = body["dispatches"][0]["id"]
-        path = f"/api/dispatches/{dispatch_id}/status"
+async def test_field_progress_supplies_and_invalid_steps(city: City, conn: asyncpg.Connection) -> None:
+    tokens, api = city.tokens, city.api
+    incident = await _phone_report(api, tokens["commander"])
+    _, body = await api.dispatch(
+        tokens["commander"],
+        incident["id"],
+        ["U-1"],
+        supplies=[{"depot_id": "DEP-1", "item": "blankets", "quantity": 30}],
+    )
+    dispatch_id = body["dispatches"][0]["id"]
+    path = f"/api/dispatches/{dispatch_id}/status"
 
-        status, body = await api.call("POST", path, tokens["field"], {"status": "cleared"})
-        assert (
-            status == 409
-            and body["error"]["message"] == "a dispatch that is dispatched cannot become cleared"
-        )
-        status, body = await api.call("POST", path, tokens["field"], {"status": "cancelled"})
-        assert status == 403
-        status, body = await api.call("POST", path, tokens["viewer"], {"status": "acknowledged"})
-        assert status == 403
+    status, body = await api.call("POST", path, tokens["field"], {"status": "cleared"})
+    assert status == 409 and body["error"]["message"] == "a dispatch that is dispatched cannot become cleared"
+    status, body = await api.call("POST", path, tokens["field"], {"status": "cancelled"})
+    assert status == 403
+    status, body = await api.call("POST", path, tokens["viewer"], {"status": "acknowledged"})
+    assert status == 403
 
-        for step, unit_status, supplies in (
-            ("acknowledged", "dispatched", "committed"),
-            ("en_route", "en_route", "committed"),
-            ("on_scene", "on_scene", "delivered"),
-            ("cleared", "available", "delivered"),
-        ):
-            status, body = await api.call("POST", path, tokens["field"], {"status": step})
-            assert status == 200, body
-            assert body["dispatch"]["status"] == step and body["dispatch"][f"{step}_at"] is not None
-            assert body["dispatch"]["supplies"][0]["status"] == supplies
-            assert await conn.fetchval("SELECT status FROM units WHERE id = 'U-1'") == unit_status
-        status, body = await api.call("POST", path, tokens["field"], {"status": "en_route"})
-        assert status == 409 and body["error"]["message"] == "the dispatch is already cleared"
-        assert await conn.fetchval("SELECT quantity FROM stock") == 70  # delivered, not returned
+    for step, unit_status, supplies in (
+        ("acknowledged", "dispatched", "committed"),
+        ("en_route", "en_route", "committed"),
+        ("on_scene", "on_scene", "delivered"),
+        ("cleared", "available", "delivered"),
+    ):
+        status, body = await api.call("POST", path, tokens["field"], {"status": step})
+        assert status == 200, body
+        assert body["dispatch"]["status"] == step and body["dispatch"][f"{step}_at"] is not None
+        assert body["dispatch"]["supplies"][0]["status"] == supplies
+        assert await conn.fetchval("SELECT status FROM units WHERE id = 'U-1'") == unit_status
+    status, body = await api.call("POST", path, tokens["field"], {"status": "en_route"})
+    assert status == 409 and body["error"]["message"] == "the dispatch is already cleared"
+    assert await conn.fetchval("SELECT quantity FROM stock") == 70  # delivered, not returned
 
-        # Declining needs a reason, and gives the supplies back.
-        _, body = await api.call(
-            "POST",
-            f"/api/incidents/{incident['id']}/dispatches",
-            tokens["commander"],
-            {"units": ["U-1"], "supplies": [{"depot_id": "DEP-1", "item": "blankets", "quantity": 20}]},
-        )
-        path = f"/api/dispatches/{body['dispatches'][0]['id']}/status"
-        assert await conn.fetchval("SELECT quantity FROM stock") == 50
-        status, body = await api.call("POST", path, tokens["field"], {"status": "declined"})
-        assert status == 409 and body["error"]["message"] == "declining needs a reason"
-        status, body = await api.call(
-            "POST", path, tokens["field"], {"status": "declined", "reason": "flat tyre"}
-        )
-        assert status == 200 and body["dispatch"]["reason"] == "flat tyre"
-        assert body["dispatch"]["supplies"][0]["status"] == "released"
-        assert await conn.fetchval("SELECT quantity FROM stock") == 70
+    # Declining needs a reason, and gives the supplies back.
+    _, body = await api.dispatch(
+        tokens["commander"],
+        incident["id"],
+        ["U-1"],
+        supplies=[{"depot_id": "DEP-1", "item": "blankets", "quantity": 20}],
+    )
+    path = f"/api/dispatches/{body['dispatches'][0]['id']}/status"
+    assert await conn.fetchval("SELECT quantity FROM stock") == 50
+    status, body = await api.call("POST", path, tokens["field"], {"status": "declined"})
+    assert status == 409 and body["error"]["message"] == "declining needs a reason"
+    status, body = await api.call(
+        "POST", path, tokens["field"], {"status": "declined", "reason": "flat tyre"}
+    )
+    assert status == 200 and body["dispatch"]["reason"] == "flat tyre"
+    assert body["dispatch"]["supplies"][0]["status"] == "released"
+    assert await conn.fetchval("SELECT quantity FROM stock") == 70
 
-        # Another unit's dispatch does not exist for this field account.
-        _, body = await api.call(
-            "POST", f"/api/incidents/{incident['id']}/dispatches", tokens["commander"], {"units": ["U-3"]}
-        )
-        other = body["dispatches"][0]["id"]
-        status, _ = await api.call(
-            "POST", f"/api/dispatches/{other}/status", tokens["field"], {"status": "acknowledged"}
-        )
-        assert status == 404
+    # Another unit's dispatch does not exist for this field account.
+    _, body = await api.dispatch(tokens["commander"], incident["id"], ["U-3"])
+    other = body["dispatches"][0]["id"]
+    status, _ = await api.call(
+        "POST", f"/api/dispatches/{other}/status", tokens["field"], {"status": "acknowledged"}
+    )
+    assert status == 404
 
 
 def _fast_plans(tmp_path: Path, ack_deadline_s: int) -> Path:
@@ -291,14 +229,12 @@ def _fast_plans(tmp_path: Path, ack_deadline_s: int) -> Path:
 async def test_unacknowledged_dispatch_goes_overdue_once_with_an_offer_across_a_restart(
     database_url: str, mqtt_url: str, conn: asyncpg.Connection, tmp_path: Path
 ) -> None:
-    tokens = await _seed_city(database_url)
+    tokens = await seed_city(database_url)
     plans = _fast_plans(tmp_path, 2)
     first = settings_for(database_url, mqtt_url, plans_path=plans)
     async with running_server(first), api_for(first) as api:
         incident = await _phone_report(api, tokens["commander"])
-        status, body = await api.call(
-            "POST", f"/api/incidents/{incident['id']}/dispatches", tokens["commander"], {"units": ["U-1"]}
-        )
+        status, body = await api.dispatch(tokens["commander"], incident["id"], ["U-1"])
         assert status == 201
         dispatch_id = body["dispatches"][0]["id"]
     # Down before the deadline; two instances come up after it.
@@ -320,38 +256,34 @@ async def test_unacknowledged_dispatch_goes_overdue_once_with_an_offer_across_a_
     assert [tuple(r) for r in timeline] == [("system", "dispatch.overdue")]
 
 
-async def test_task_due_time_fires_task_overdue(
-    database_url: str, mqtt_url: str, conn: asyncpg.Connection
-) -> None:
-    tokens = await _seed_city(database_url)
-    settings = settings_for(database_url, mqtt_url)
-    async with running_server(settings), api_for(settings) as api:
-        incident = await _phone_report(api, tokens["commander"])
-        async with console(settings, tokens["commander"]) as boss:
-            await boss.receive()
-            status, task = await api.call(
-                "POST",
-                f"/api/incidents/{incident['id']}/tasks",
-                tokens["commander"],
-                {"title": "Close Binjiang underpass", "due_in_s": 1, "owner_unit": "U-1"},
-            )
-            assert status == 201 and task["status"] == "open"
-            overdue = await boss.until("task.overdue", timeout=10)
-            assert overdue["data"]["id"] == task["id"] and overdue["data"]["overdue_at"]
-        # The owning field team reports progress and the result.
-        status, body = await api.call(
-            "POST", f"/api/tasks/{task['id']}", tokens["field"], {"status": "done", "note": "barriers up"}
-        )
-        assert status == 409 and body["error"]["message"] == "a task that is done needs a result"
-        status, body = await api.call(
+async def test_task_due_time_fires_task_overdue(city: City, conn: asyncpg.Connection) -> None:
+    tokens, settings, api = city.tokens, city.settings, city.api
+    incident = await _phone_report(api, tokens["commander"])
+    async with console(settings, tokens["commander"]) as boss:
+        await boss.receive()
+        status, task = await api.call(
             "POST",
-            f"/api/tasks/{task['id']}",
-            tokens["field"],
-            {"status": "done", "result": "closed at both ends", "note": "barriers up"},
+            f"/api/incidents/{incident['id']}/tasks",
+            tokens["commander"],
+            {"title": "Close Binjiang underpass", "due_in_s": 1, "owner_unit": "U-1"},
         )
-        assert status == 200 and body["status"] == "done" and body["notes"][0]["note"] == "barriers up"
-        status, _ = await api.call("POST", f"/api/tasks/{task['id']}", tokens["viewer"], {"note": "hi"})
-        assert status == 403
+        assert status == 201 and task["status"] == "open"
+        overdue = await boss.until("task.overdue", timeout=10)
+        assert overdue["data"]["id"] == task["id"] and overdue["data"]["overdue_at"]
+    # The owning field team reports progress and the result.
+    status, body = await api.call(
+        "POST", f"/api/tasks/{task['id']}", tokens["field"], {"status": "done", "note": "barriers up"}
+    )
+    assert status == 409 and body["error"]["message"] == "a task that is done needs a result"
+    status, body = await api.call(
+        "POST",
+        f"/api/tasks/{task['id']}",
+        tokens["field"],
+        {"status": "done", "result": "closed at both ends", "note": "barriers up"},
+    )
+    assert status == 200 and body["status"] == "done" and body["notes"][0]["note"] == "barriers up"
+    status, _ = await api.call("POST", f"/api/tasks/{task['id']}", tokens["viewer"], {"note": "hi"})
+    assert status == 403
 
 
 def _unit_client(mqtt_url: str, unit_id: str) -> tuple[paho.Client, asyncio.Queue[dict[str, Any]]]:
@@ -376,7 +308,7 @@ def _unit_client(mqtt_url: str, unit_id: str) -> tuple[paho.Client, asyncio.Queu
 async def test_a_unit_gets_its_order_over_mqtt_and_acknowledges_over_mqtt(
     database_url: str, mqtt_url: str, conn: asyncpg.Connection
 ) -> None:
-    tokens = await _seed_city(database_url)
+    tokens = await seed_city(database_url)
     settings = settings_for(database_url, mqtt_url)
     client, received = _unit_client(mqtt_url, "U-1")
     try:
@@ -385,12 +317,7 @@ async def test_a_unit_gets_its_order_over_mqtt_and_acknowledges_over_mqtt(
             incident = await _phone_report(api, tokens["commander"])
             async with console(settings, tokens["commander"]) as boss:
                 await boss.receive()
-                _, body = await api.call(
-                    "POST",
-                    f"/api/incidents/{incident['id']}/dispatches",
-                    tokens["commander"],
-                    {"units": ["U-1"]},
-                )
+                _, body = await api.dispatch(tokens["commander"], incident["id"], ["U-1"])
                 dispatch_id = body["dispatches"][0]["id"]
                 order = await asyncio.wait_for(received.get(), 10)
                 assert order["type"] == "dispatch" and order["dispatch_id"] == dispatch_id
@@ -430,92 +357,82 @@ async def test_a_unit_gets_its_order_over_mqtt_and_acknowledges_over_mqtt(
 
 
 async def test_lifecycle_false_alarm_calls_units_back_and_reopen(
-    database_url: str, mqtt_url: str, conn: asyncpg.Connection
+    city: City, conn: asyncpg.Connection
 ) -> None:
-    tokens = await _seed_city(database_url)
-    settings = settings_for(database_url, mqtt_url)
-    async with running_server(settings), api_for(settings) as api:
-        incident = await _phone_report(api, tokens["commander"])
-        path = f"/api/incidents/{incident['id']}/status"
-        await api.call(
-            "POST",
-            f"/api/incidents/{incident['id']}/dispatches",
-            tokens["commander"],
-            {"units": ["U-1"], "supplies": [{"depot_id": "DEP-1", "item": "blankets", "quantity": 10}]},
-        )
-        status, body = await api.call("POST", path, tokens["commander"], {"status": "resolved"})
-        assert status == 409 and body["error"] == {
-            "code": "dispatches_active",
-            "message": "clear or cancel the dispatches of U-1 first",
-        }
-        status, body = await api.call("POST", path, tokens["commander"], {"status": "closed"})
-        assert status == 409 and body["error"]["code"] == "invalid_transition"
-        status, body = await api.call("POST", path, tokens["commander"], {"status": "false_alarm"})
-        assert status == 409 and body["error"]["message"] == "false_alarm needs a reason"
-        status, body = await api.call(
-            "POST", path, tokens["commander"], {"status": "false_alarm", "reason": "burnt toast"}
-        )
-        assert status == 200 and body["status"] == "false_alarm"
-        assert await conn.fetchval("SELECT status FROM dispatches") == "cancelled"
-        assert await conn.fetchval("SELECT status FROM units WHERE id = 'U-1'") == "available"
-        assert await conn.fetchval("SELECT quantity FROM stock") == 100
-        # The unit is told it was called back.
-        assert (
-            await conn.fetchval("SELECT payload->>'type' FROM unit_outbox ORDER BY id DESC LIMIT 1")
-            == "cancel"
-        )
+    tokens, api = city.tokens, city.api
+    incident = await _phone_report(api, tokens["commander"])
+    path = f"/api/incidents/{incident['id']}/status"
+    await api.dispatch(
+        tokens["commander"],
+        incident["id"],
+        ["U-1"],
+        supplies=[{"depot_id": "DEP-1", "item": "blankets", "quantity": 10}],
+    )
+    status, body = await api.call("POST", path, tokens["commander"], {"status": "resolved"})
+    assert status == 409 and body["error"] == {
+        "code": "dispatches_active",
+        "message": "clear or cancel the dispatches of U-1 first",
+    }
+    status, body = await api.call("POST", path, tokens["commander"], {"status": "closed"})
+    assert status == 409 and body["error"]["code"] == "invalid_transition"
+    status, body = await api.call("POST", path, tokens["commander"], {"status": "false_alarm"})
+    assert status == 409 and body["error"]["message"] == "false_alarm needs a reason"
+    status, body = await api.call(
+        "POST", path, tokens["commander"], {"status": "false_alarm", "reason": "burnt toast"}
+    )
+    assert status == 200 and body["status"] == "false_alarm"
+    assert await conn.fetchval("SELECT status FROM dispatches") == "cancelled"
+    assert await conn.fetchval("SELECT status FROM units WHERE id = 'U-1'") == "available"
+    assert await conn.fetchval("SELECT quantity FROM stock") == 100
+    # The unit is told it was called back.
+    assert (
+        await conn.fetchval("SELECT payload->>'type' FROM unit_outbox ORDER BY id DESC LIMIT 1") == "cancel"
+    )
 
-        status, body = await api.call("POST", path, tokens["viewer"], {"status": "reopen", "reason": "x"})
-        assert status == 403
-        status, body = await api.call(
-            "POST", path, tokens["commander"], {"status": "reopen", "reason": "second call: real smoke"}
-        )
-        assert status == 200 and body["status"] == "confirmed", body
-        rows = await conn.fetch(
-            "SELECT actor, action, from_status, to_status FROM incident_timeline ORDER BY id"
-        )
-        assert [(r["action"], r["from_status"], r["to_status"]) for r in rows] == [
-            ("opened", None, "confirmed"),
-            ("dispatch", None, None),
-            ("status", "confirmed", "responding"),
-            ("dispatch.status", "dispatched", "cancelled"),
-            ("status", "responding", "false_alarm"),
-            ("reopen", "false_alarm", "confirmed"),
-        ]
-        assert {r["actor"] for r in rows} == {"commander"}
+    status, body = await api.call("POST", path, tokens["viewer"], {"status": "reopen", "reason": "x"})
+    assert status == 403
+    status, body = await api.call(
+        "POST", path, tokens["commander"], {"status": "reopen", "reason": "second call: real smoke"}
+    )
+    assert status == 200 and body["status"] == "confirmed", body
+    rows = await conn.fetch("SELECT actor, action, from_status, to_status FROM incident_timeline ORDER BY id")
+    assert [(r["action"], r["from_status"], r["to_status"]) for r in rows] == [
+        ("opened", None, "confirmed"),
+        ("dispatch", None, None),
+        ("status", "confirmed", "responding"),
+        ("dispatch.status", "dispatched", "cancelled"),
+        ("status", "responding", "false_alarm"),
+        ("reopen", "false_alarm", "confirmed"),
+    ]
+    assert {r["actor"] for r in rows} == {"commander"}
 
 
-async def test_the_timeline_cannot_be_altered_with_the_servers_role(database_url: str, mqtt_url: str) -> None:
-    tokens = await _seed_city(database_url)
-    settings = settings_for(database_url, mqtt_url)
-    async with running_server(settings) as app, api_for(settings) as api:
-        await _phone_report(api, tokens["commander"])
-        from command.keys import POOL
+async def test_the_timeline_cannot_be_altered_with_the_servers_role(city: City) -> None:
+    tokens, app, api = city.tokens, city.app, city.api
+    await _phone_report(api, tokens["commander"])
+    from command.keys import POOL
 
-        async with app[POOL].acquire() as conn:
-            for sql in (
-                "UPDATE incident_timeline SET actor = 'someone else'",
-                "DELETE FROM incident_timeline",
-                "TRUNCATE incident_timeline",
-            ):
-                with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
-                    await conn.execute(sql)
-            assert await conn.fetchval("SELECT actor FROM incident_timeline") == "commander"
+    async with app[POOL].acquire() as conn:
+        for sql in (
+            "UPDATE incident_timeline SET actor = 'someone else'",
+            "DELETE FROM incident_timeline",
+            "TRUNCATE incident_timeline",
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+                await conn.execute(sql)
+        assert await conn.fetchval("SELECT actor FROM incident_timeline") == "commander"
 
 
 async def test_a_bare_status_report_cannot_free_a_unit_on_a_dispatch(
-    database_url: str, mqtt_url: str, conn: asyncpg.Connection
+    city: City, mqtt_url: str, conn: asyncpg.Connection
 ) -> None:
-    tokens = await _seed_city(database_url)
-    settings = settings_for(database_url, mqtt_url)
-    async with running_server(settings), api_for(settings) as api, publisher(mqtt_url) as pub:
+    tokens, api = city.tokens, city.api
+    async with publisher(mqtt_url) as pub:
         first, second = (
             await _phone_report(api, tokens["commander"]),
             await _phone_report(api, tokens["commander"]),
         )
-        _, body = await api.call(
-            "POST", f"/api/incidents/{first['id']}/dispatches", tokens["commander"], {"units": ["U-2"]}
-        )
+        _, body = await api.dispatch(tokens["commander"], first["id"], ["U-2"])
         dispatch_id = body["dispatches"][0]["id"]
         await pub.publish("units/U-2/status", {"status": "available", "time": datetime.now(UTC).isoformat()})
         await wait_for_value(
@@ -524,9 +441,7 @@ async def test_a_bare_status_report_cannot_free_a_unit_on_a_dispatch(
             f"unit U-2 is on dispatch {dispatch_id}: report progress on it with its dispatch_id",
         )
         assert await conn.fetchval("SELECT status FROM units WHERE id = 'U-2'") == "dispatched"
-        status, body = await api.call(
-            "POST", f"/api/incidents/{second['id']}/dispatches", tokens["commander"], {"units": ["U-2"]}
-        )
+        status, body = await api.dispatch(tokens["commander"], second["id"], ["U-2"])
         assert status == 409 and body["error"]["code"] == "unit_unavailable"
         # A report stamped before the dispatch was made is stamped no earlier than it.
         stale = "2020-01-01T00:00:00+00:00"

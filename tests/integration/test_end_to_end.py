@@ -9,6 +9,7 @@ import asyncpg
 
 from tests.integration.helpers import (
     alarm,
+    base_url,
     console,
     publisher,
     running_server,
@@ -51,7 +52,7 @@ async def test_alarm_reaches_console_after_snapshot_and_rest(database_url: str, 
         assert updated["data"]["severity"] == "Extreme"  # escalates, never silently drops
         assert updated["data"]["last_alarm"]["id"] == "a-2"
 
-        base = f"http://{settings.http_host}:{settings.http_port}"
+        base = base_url(settings)
         headers = {"Authorization": f"Bearer {tokens['commander']}"}
         async with aiohttp.ClientSession(headers=headers) as http:
             async with http.get(f"{base}/api/incidents") as response:
@@ -147,7 +148,7 @@ async def test_malformed_payloads_are_dead_lettered_and_server_keeps_serving(
         )
         assert big["payload_size"] == 70 * 1024 and len(big["payload"]) <= 4096
 
-        base = f"http://{settings.http_host}:{settings.http_port}"
+        base = base_url(settings)
         async with aiohttp.ClientSession() as http:
             async with http.get(
                 f"{base}/api/dead-letters", headers={"Authorization": f"Bearer {tokens['admin']}"}
@@ -188,7 +189,7 @@ async def test_unit_position_moves_unit_on_console(database_url: str, mqtt_url: 
 async def test_api_and_ws_refuse_without_valid_token(database_url: str, mqtt_url: str) -> None:
     tokens = await seed_minimal(database_url)
     settings = settings_for(database_url, mqtt_url)
-    base = f"http://{settings.http_host}:{settings.http_port}"
+    base = base_url(settings)
     # unsafe=True: aiohttp's jar otherwise ignores cookies from IP-address hosts.
     jar = aiohttp.CookieJar(unsafe=True)
     async with running_server(settings), aiohttp.ClientSession(cookie_jar=jar) as http:

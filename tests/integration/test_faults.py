@@ -8,26 +8,20 @@ one cluster must end up in exactly one incident.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
 import paho.mqtt.client as paho
-import pytest
 from aiohttp import web
 
 from command.keys import METRICS
-from command.migrations import migrate
-from command.services import EmbeddedPostgres
 from sensors.mqtt import RECEIVE_MAXIMUM
 from tests.integration.helpers import (
     AdminMosquitto,
     acknowledged_ids,
     assert_exactly_once,
     flood,
+    private_postgres,
     publisher,
     running_server,
     seed_cluster,
@@ -67,33 +61,10 @@ async def test_server_sigkill_mid_flood_loses_and_duplicates_nothing(
 # -- database restart ----------------------------------------------------------
 
 
-@pytest.fixture
-def private_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="emergency-fault-"))
-    path.chmod(0o755)  # the service accounts must be able to enter it
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@asynccontextmanager
-async def _private_postgres(directory: Path) -> AsyncIterator[EmbeddedPostgres]:
+async def test_database_restart_mid_flood_loses_nothing(mqtt_url: str, private_dir: Path) -> None:
     # Durable: with asynchronous commit a crash loses committed rows (the
     # seeded sensors too), which is exactly what this test must not excuse.
-    pg = EmbeddedPostgres(directory / "pg")
-    await asyncio.to_thread(pg.start)
-    try:
-        conn = await asyncpg.connect(pg.url)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
-        yield pg
-    finally:
-        await asyncio.to_thread(pg.stop)
-
-
-async def test_database_restart_mid_flood_loses_nothing(mqtt_url: str, private_dir: Path) -> None:
-    async with _private_postgres(private_dir) as pg:
+    async with private_postgres(private_dir, durable=True) as pg:
         await seed_cluster(pg.url)
         settings = settings_for(pg.url, mqtt_url)
         async with running_server(settings), publisher(mqtt_url) as pub:

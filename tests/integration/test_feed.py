@@ -21,6 +21,7 @@ from command.keys import HUB
 from command.outbox import NewEvent, append_events, prune_events
 from tests.integration.helpers import (
     alarm,
+    base_url,
     console,
     publisher,
     running_server,
@@ -100,7 +101,7 @@ async def test_a_console_that_stops_answering_pings_is_dropped_and_a_console_pin
     tokens = await seed_minimal(database_url)
     settings = settings_for(database_url, mqtt_url, ws_heartbeat_s=1.0)
     async with running_server(settings) as app, aiohttp.ClientSession() as session:
-        url = f"http://{settings.http_host}:{settings.http_port}/ws"
+        url = f"{base_url(settings)}/ws"
         # autoping off and nobody reading: the server's pings go unanswered.
         dead = await session.ws_connect(url, autoping=False)
         await dead.send_json({"type": "hello", "token": tokens["viewer"]})

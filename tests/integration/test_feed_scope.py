@@ -31,8 +31,15 @@ from hypothesis import strategies as st
 
 from command.outbox import NewEvent, append_events
 from dispatch.progress import ACTIVE
-from tests.integration.helpers import console, publisher, running_server, settings_for
-from tests.integration.test_dispatch import Api, _seed_city, api_for
+from tests.integration.helpers import (
+    Api,
+    api_for,
+    console,
+    publisher,
+    running_server,
+    seed_city,
+    settings_for,
+)
 
 T = TypeVar("T")
 ME = "U-1"
@@ -105,7 +112,7 @@ def in_scope(
 async def test_a_field_team_gets_exactly_its_scope_live_and_nothing_outside_it_in_replay_or_snapshot(
     database_url: str, mqtt_url: str, conn: asyncpg.Connection
 ) -> None:
-    tokens = await _seed_city(database_url)
+    tokens = await seed_city(database_url)
     server = settings_for(database_url, mqtt_url)
     loop = asyncio.get_running_loop()
 
@@ -263,9 +270,7 @@ async def perform(
         incidents.append(body["id"])
     elif isinstance(step, Send) and incidents:
         incident = incidents[step.incident % len(incidents)]
-        status, body = await api.call(
-            "POST", f"/api/incidents/{incident}/dispatches", boss, {"units": [step.unit]}
-        )
+        status, body = await api.dispatch(boss, incident, [step.unit])
         assert status in (201, 409), body
     elif isinstance(step, Step):
         dispatch = await conn.fetchval(

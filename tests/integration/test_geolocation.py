@@ -7,11 +7,11 @@ from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 import pytest
-from shapely.geometry import LineString, Point, box
-from shapely.geometry.base import BaseGeometry
+from shapely.geometry import Point, box
 
 from dispatch import postgis
 from dispatch.plans import RoadClosure
+from tests.integration.helpers import insert_incident, insert_road
 
 NOW = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
 
@@ -73,25 +73,6 @@ async def test_stale_or_busy_units_are_never_recommended(conn: asyncpg.Connectio
     assert [u.id for u in got] == ["FRESH-FAR"]
 
 
-async def _line(
-    conn: asyncpg.Connection, source: int, target: int, a: Point, b: Point, kmh: float, oneway: bool = False
-) -> None:
-    line = LineString([a, b])
-    length = await conn.fetchval("SELECT ST_Length($1::geometry::geography)", line)
-    await conn.execute(
-        """
-        INSERT INTO roads (source, target, length_m, speed_kmh, oneway, geom)
-        VALUES ($1, $2, $3, $4, $5, $6)
-        """,
-        source,
-        target,
-        length,
-        kmh,
-        oneway,
-        line,
-    )
-
-
 # Closures as a plans file would give them (hand-picked here, so these
 # examples do not move when the shipped plans are tuned): floods close roads
 # at Severe, fires only from Severe up, collapses at three radii.
@@ -110,37 +91,12 @@ async def _square(conn: asyncpg.Connection) -> tuple[Point, Point, float, float]
     Returns v1, v2, the direct time (about 100 s) and the time around (about 224 s).
     """
     v1, v2, v3 = Point(120.0, 30.0), Point(120.0, 30.009), Point(120.0104, 30.0045)
-    await _line(conn, 1, 2, v1, v2, 36)
-    await _line(conn, 1, 3, v1, v3, 36)
-    await _line(conn, 3, 2, v3, v2, 36)
+    await insert_road(conn, 1, 2, v1, v2, 36)
+    await insert_road(conn, 1, 3, v1, v3, 36)
+    await insert_road(conn, 3, 2, v3, v2, 36)
     lengths = {(r["source"], r["target"]): r["length_m"] for r in await conn.fetch("SELECT * FROM roads")}
     # 36 km/h is 10 m/s
     return v1, v2, lengths[(1, 2)] / 10.0, (lengths[(1, 3)] + lengths[(3, 2)]) / 10.0
-
-
-async def _incident(
-    conn: asyncpg.Connection,
-    kind: str,
-    severity: str,
-    *,
-    area: BaseGeometry | None = None,
-    location: Point | None = None,
-    status: str = "confirmed",
-) -> int:
-    incident: int = await conn.fetchval(
-        """
-        INSERT INTO incidents (kind, category, severity, status, location, area, title, opened_at, updated_at)
-        VALUES ($1, 'natural_disaster', $2, $3, COALESCE($4::geometry, ST_Centroid($5::geometry)), $5,
-                'test', now(), now())
-        RETURNING id
-        """,
-        kind,
-        severity,
-        status,
-        location,
-        area,
-    )
-    return incident
 
 
 async def test_route_around_a_closure_takes_longer_as_computed_by_hand(conn: asyncpg.Connection) -> None:
@@ -153,7 +109,8 @@ async def test_route_around_a_closure_takes_longer_as_computed_by_hand(conn: asy
     times = await postgis.travel_times(conn, [v1], v2, closures=[FLOOD_SEVERE])
     assert times[0] == pytest.approx(direct_s, abs=0.01)
 
-    await _incident(conn, "flood", "Severe", area=box(119.999, 30.004, 120.001, 30.005))  # across A only
+    across_a_only = box(119.999, 30.004, 120.001, 30.005)
+    await insert_incident(conn, "flood", "Severe", area=across_a_only)
     times = await postgis.travel_times(conn, [v1], v2, closures=[FLOOD_SEVERE])
     assert times[0] == pytest.approx(around, abs=0.01)
     assert times[0] > direct_s * 1.5
@@ -162,7 +119,8 @@ async def test_route_around_a_closure_takes_longer_as_computed_by_hand(conn: asy
         direct_s, abs=0.01
     )
 
-    other = await _incident(conn, "flood", "Severe", area=box(120.004, 30.0, 120.007, 30.01))  # around too
+    around_too = box(120.004, 30.0, 120.007, 30.01)
+    other = await insert_incident(conn, "flood", "Severe", area=around_too)
     assert await postgis.travel_times(conn, [v1], v2, closures=[FLOOD_SEVERE]) == [None]
     # Responders to that flood itself are not shut out by it.
     times = await postgis.travel_times(conn, [v1], v2, closures=[FLOOD_SEVERE], exclude_incident=other)
@@ -175,7 +133,7 @@ async def test_an_incident_closes_roads_only_at_a_severity_whose_plan_closes_the
     """A fire's area across edge A: a Moderate fire (its plan keeps roads open)
     changes nothing; the same fire at Severe closes A; once resolved, nothing."""
     v1, v2, direct_s, around = await _square(conn)
-    fire = await _incident(conn, "fire", "Moderate", area=box(119.999, 30.004, 120.001, 30.005))
+    fire = await insert_incident(conn, "fire", "Moderate", area=box(119.999, 30.004, 120.001, 30.005))
 
     async def eta() -> float | None:
         return (await postgis.travel_times(conn, [v1], v2, closures=[FIRE_SEVERE]))[0]
@@ -213,7 +171,7 @@ async def test_an_incident_without_an_area_closes_roads_within_its_radius(conn: 
     )
     assert [(r["source"], r["target"]) for r in distances] == [(1, 2), (1, 3), (3, 2)]
     assert [r["m"] for r in distances] == pytest.approx([200.0, 358.2, 358.2], abs=0.5)
-    collapse = await _incident(conn, "structure_collapse", "Minor", location=point)
+    collapse = await insert_incident(conn, "structure_collapse", "Minor", location=point)
 
     async def eta() -> float | None:
         return (await postgis.travel_times(conn, [v1], v2, closures=COLLAPSE))[0]
@@ -246,7 +204,7 @@ async def test_malformed_closures_are_refused(conn: asyncpg.Connection) -> None:
 
 async def test_one_way_streets_are_respected(conn: asyncpg.Connection) -> None:
     a, b = Point(120.0, 30.0), Point(120.0, 30.009)
-    await _line(conn, 1, 2, a, b, 36, oneway=True)
+    await insert_road(conn, 1, 2, a, b, 36, oneway=True)
     assert (await postgis.travel_times(conn, [a], b))[0] is not None
     assert await postgis.travel_times(conn, [b], a) == [None]
 

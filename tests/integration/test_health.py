@@ -8,36 +8,21 @@ stops a private service of its own, never the session's shared ones.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
-import pytest
 
-from command.migrations import migrate
-from command.services import EmbeddedMosquitto, EmbeddedPostgres
+from command.services import EmbeddedMosquitto
 from command.settings import Settings
-from tests.integration.helpers import running_server, settings_for
+from tests.integration.helpers import base_url, private_postgres, running_server, settings_for
 
 # How long the server may take to notice an outage or a recovery: paho's
 # reconnect backs off from 1 s to at most 10 s, and the pool finds a dead
 # connection on its next use.
 NOTICE_S = 30.0
-
-
-@pytest.fixture
-def private_dir() -> Iterator[Path]:
-    # Not pytest's tmp_path: the postgres and mosquitto accounts (which the
-    # services run as when we are root) could not enter it.
-    path = Path(tempfile.mkdtemp(prefix="emergency-health-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @asynccontextmanager
@@ -50,24 +35,8 @@ async def private_broker(directory: Path) -> AsyncIterator[EmbeddedMosquitto]:
         await asyncio.to_thread(broker.stop)
 
 
-@asynccontextmanager
-async def private_postgres(directory: Path) -> AsyncIterator[EmbeddedPostgres]:
-    # Not durable: nothing here needs to survive a crash, and it starts faster.
-    pg = EmbeddedPostgres(directory / "pg", durable=False)
-    await asyncio.to_thread(pg.start)
-    try:
-        conn = await asyncpg.connect(pg.url)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
-        yield pg
-    finally:
-        await asyncio.to_thread(pg.stop)
-
-
 async def health(settings: Settings) -> tuple[int, dict[str, Any]]:
-    url = f"http://{settings.http_host}:{settings.http_port}/healthz"
+    url = f"{base_url(settings)}/healthz"
     # /healthz bounds its own database check at 2 s; 10 s only catches a hang.
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
@@ -108,7 +77,8 @@ async def test_healthz_reports_the_broker_down_then_up_again(database_url: str, 
 
 
 async def test_healthz_reports_the_database_down_then_up_again(mqtt_url: str, private_dir: Path) -> None:
-    async with private_postgres(private_dir) as pg:
+    # Not durable: nothing here needs to survive a crash, and it starts faster.
+    async with private_postgres(private_dir, durable=False) as pg:
         settings = settings_for(pg.url, mqtt_url)
         async with running_server(settings):
             ok = await health_until(settings, 200)

@@ -46,6 +46,7 @@ from sensors.alarms import KINDS, SEVERITIES, UNIT_STATUSES, Position, StatusRep
 from tests.integration.helpers import (
     Console,
     alarm,
+    base_url,
     console,
     publisher,
     running_server,
@@ -84,13 +85,9 @@ async def _metric_until(
     return value
 
 
-def _base(settings: Settings) -> str:
-    return f"http://{settings.http_host}:{settings.http_port}"
-
-
 async def _metric_samples(settings: Settings, name: str) -> dict[str, float]:
     """Sample values of one metric from /metrics, keyed by the ``source`` label ('' when none)."""
-    async with aiohttp.ClientSession() as http, http.get(f"{_base(settings)}/metrics") as r:
+    async with aiohttp.ClientSession() as http, http.get(f"{base_url(settings)}/metrics") as r:
         assert r.status == 200
         text = await r.text()
     return {
@@ -583,7 +580,7 @@ async def test_thousand_malformed_messages_each_become_one_dead_letter(
         assert opened["data"]["last_alarm"]["id"] == "the-good-one"
         await wait_for_value(conn, "SELECT count(*) FROM dead_letters", FLOOD_SIZE, timeout=10)
 
-        async with aiohttp.ClientSession() as http, http.get(f"{_base(settings)}/healthz") as r:
+        async with aiohttp.ClientSession() as http, http.get(f"{base_url(settings)}/healthz") as r:
             assert r.status == 200
             assert (await r.json())["status"] == "ok"
         # Per source, see test_cap_dead_letters_are_counted_under_source_cap (a known bug).

@@ -20,6 +20,8 @@ import asyncio
 import subprocess
 import sys
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +147,19 @@ async def wait_quiet(conn: asyncpg.Connection, quiet: float = 2.0, timeout: floa
     return int(count)
 
 
+@asynccontextmanager
+async def two_instances(
+    database_url: str, mqtt_url: str, log_dir: Path
+) -> AsyncIterator[tuple[ServerProcess, ServerProcess]]:
+    """Instances ``a`` and ``b`` in one share group of their own, logging to ``log_dir``."""
+    group = share_group()
+    async with (
+        server_process(database_url, mqtt_url, log_dir, group, "a") as a,
+        server_process(database_url, mqtt_url, log_dir, group, "b") as b,
+    ):
+        yield a, b
+
+
 def assert_one_story(seen: list[int], expected: list[int], who: str) -> None:
     assert seen == expected, (
         f"{who}: {len(seen)} seqs, expected {len(expected)};"
@@ -161,11 +176,7 @@ async def test_consoles_on_two_instances_see_the_same_ordered_events_once(
     database_url: str, mqtt_url: str, conn: asyncpg.Connection, tmp_path: Path
 ) -> None:
     await seed_minimal(database_url)
-    group = share_group()
-    async with (
-        server_process(database_url, mqtt_url, tmp_path, group, "a") as a,
-        server_process(database_url, mqtt_url, tmp_path, group, "b") as b,
-    ):
+    async with two_instances(database_url, mqtt_url, tmp_path) as (a, b):
         token = await login(a.url, "commander")  # a login on one instance is good on all
         async with console_at(a.url, token) as on_a, console_at(b.url, token) as on_b:
             start = await snapshot_seq(on_a)
@@ -216,11 +227,7 @@ async def test_killing_an_instance_mid_flood_loses_nothing_and_its_console_resum
 ) -> None:
     await seed_minimal(database_url)
     await seed_cluster(database_url)
-    group = share_group()
-    async with (
-        server_process(database_url, mqtt_url, tmp_path, group, "a") as a,
-        server_process(database_url, mqtt_url, tmp_path, group, "b") as b,
-    ):
+    async with two_instances(database_url, mqtt_url, tmp_path) as (a, b):
         token = await login(a.url, "commander")
         async with console_at(b.url, token) as on_b:
             start = await snapshot_seq(on_b)
@@ -291,12 +298,7 @@ async def test_drain_session_stores_what_a_dead_instance_left_and_ends_its_sessi
     database_url: str, mqtt_url: str, conn: asyncpg.Connection, tmp_path: Path
 ) -> None:
     await seed_cluster(database_url)
-    group = share_group()
-    async with (
-        server_process(database_url, mqtt_url, tmp_path, group, "a") as a,
-        server_process(database_url, mqtt_url, tmp_path, group, "b"),
-        publisher(mqtt_url) as pub,
-    ):
+    async with two_instances(database_url, mqtt_url, tmp_path) as (a, _), publisher(mqtt_url) as pub:
         acknowledged = await acknowledged_ids(await flood(pub, 600, lambda _: kill_once_storing(a)))
         assert len(acknowledged) == 600
         parked = len(acknowledged) - await wait_quiet(conn)

@@ -11,14 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -26,10 +23,7 @@ import pytest
 
 from command.broker_accounts import Role
 from command.services import EmbeddedMosquitto, EmbeddedPostgres, ServiceError, free_port
-from tests.integration.test_broker_acl import connected
-
-REPO = Path(__file__).resolve().parents[2]
-EMERGENCY = str(Path(sys.executable).with_name("emergency"))
+from tests.integration.helpers import EMERGENCY, ROOT, connected, processes_using, up_env
 
 # Starts both services in the folder given as argv[1], writes to each, says
 # "ready" with what it wrote, and runs until SIGTERM (then stops them) or SIGKILL.
@@ -76,14 +70,6 @@ finally:
 """
 
 
-@pytest.fixture
-def folder() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="emergency-leftover-"))
-    path.chmod(0o755)  # the postgres and mosquitto accounts must be able to enter it
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -95,7 +81,7 @@ def _alive(pid: int) -> bool:
 def _owner(folder: Path) -> tuple[subprocess.Popen[str], dict[str, object], int, int]:
     """Start the owner process; return it, what it wrote, and the postmaster's and broker's pids."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", OWNER, str(folder)], cwd=REPO, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", OWNER, str(folder)], cwd=ROOT, stdout=subprocess.PIPE, text=True
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -113,14 +99,14 @@ async def _kept_row(url: str) -> str:
         await conn.close()
 
 
-def test_services_left_by_a_killed_owner_are_stopped_cleanly_and_their_data_kept(folder: Path) -> None:
-    proc, wrote, postmaster, mosquitto = _owner(folder)
+def test_services_left_by_a_killed_owner_are_stopped_cleanly_and_their_data_kept(private_dir: Path) -> None:
+    proc, wrote, postmaster, mosquitto = _owner(private_dir)
     proc.kill()
     proc.wait()
     assert _alive(postmaster) and _alive(mosquitto), "the orphans this test is about never existed"
 
-    pg = EmbeddedPostgres(folder / "pg", durable=False)
-    broker = EmbeddedMosquitto(folder / "mosquitto", save_every_change=False)
+    pg = EmbeddedPostgres(private_dir / "pg", durable=False)
+    broker = EmbeddedMosquitto(private_dir / "mosquitto", save_every_change=False)
     try:
         pg.start()
         broker.start()
@@ -142,13 +128,13 @@ def test_services_left_by_a_killed_owner_are_stopped_cleanly_and_their_data_kept
         pg.stop()
 
 
-def test_a_folder_whose_owner_is_alive_is_left_alone(folder: Path) -> None:
-    proc, _, postmaster, mosquitto = _owner(folder)
+def test_a_folder_whose_owner_is_alive_is_left_alone(private_dir: Path) -> None:
+    proc, _, postmaster, mosquitto = _owner(private_dir)
     try:
         with pytest.raises(ServiceError, match=rf"belongs to process {proc.pid}, which is still running"):
-            EmbeddedPostgres(folder / "pg", durable=False).start()
+            EmbeddedPostgres(private_dir / "pg", durable=False).start()
         with pytest.raises(ServiceError, match=rf"belongs to process {proc.pid}, which is still running"):
-            EmbeddedMosquitto(folder / "mosquitto").start()
+            EmbeddedMosquitto(private_dir / "mosquitto").start()
         assert _alive(postmaster) and _alive(mosquitto)
     finally:
         proc.terminate()  # the owner stops its services itself
@@ -156,10 +142,10 @@ def test_a_folder_whose_owner_is_alive_is_left_alone(folder: Path) -> None:
     assert not _alive(postmaster) and not _alive(mosquitto)
 
 
-def test_a_broker_account_can_be_added_while_another_process_runs_the_broker(folder: Path) -> None:
-    proc, wrote, _, _ = _owner(folder)
+def test_a_broker_account_can_be_added_while_another_process_runs_the_broker(private_dir: Path) -> None:
+    proc, wrote, _, _ = _owner(private_dir)
     try:
-        other = EmbeddedMosquitto(folder / "mosquitto")  # as `emergency sensors add` does
+        other = EmbeddedMosquitto(private_dir / "mosquitto")  # as `emergency sensors add` does
         password = other.set_password(Role.SENSOR, "sensors/S-1")  # returns once the broker takes it
         connected(int(str(wrote["mq_port"])), "sensors/S-1", password).close()
     finally:
@@ -170,18 +156,12 @@ def test_a_broker_account_can_be_added_while_another_process_runs_the_broker(fol
 # -- `emergency up`, killed, then run again; and a closed terminal ----------------------
 
 
-def _env(data_dir: Path, port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EMERGENCY_")}
-    env.update(EMERGENCY_DATA_DIR=str(data_dir), EMERGENCY_HTTP_PORT=str(port), EMERGENCY_INSTANCE="leftover")
-    return env
-
-
 def _up(data_dir: Path) -> tuple[subprocess.Popen[str], int]:
     port = free_port()
     # A session of its own, like a terminal's job: killpg reaches it and only it.
     proc = subprocess.Popen(
         [EMERGENCY, "up", "--no-demo", "--no-simulate"],
-        env=_env(data_dir, port),
+        env=up_env(data_dir, port, "leftover"),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -201,20 +181,15 @@ def _up(data_dir: Path) -> tuple[subprocess.Popen[str], int]:
     raise AssertionError(f"emergency up never became healthy: {proc.communicate()[0]}")
 
 
-def _processes_using(data_dir: Path) -> list[str]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
-    return [line for line in out.splitlines() if str(data_dir) in line and "ps -eo" not in line]
-
-
-def test_up_after_a_sigkilled_up_starts_and_a_hangup_leaves_nothing_behind(folder: Path) -> None:
-    first, _ = _up(folder)
+def test_up_after_a_sigkilled_up_starts_and_a_hangup_leaves_nothing_behind(private_dir: Path) -> None:
+    first, _ = _up(private_dir)
     os.killpg(first.pid, signal.SIGKILL)
     first.communicate()
-    assert _processes_using(folder), "SIGKILL left no orphans: this test would prove nothing"
+    assert processes_using(private_dir), "SIGKILL left no orphans: this test would prove nothing"
 
-    second, _ = _up(folder)  # failed with "another server might be running" before
+    second, _ = _up(private_dir)  # failed with "another server might be running" before
     os.killpg(second.pid, signal.SIGHUP)  # what closing the terminal sends
     output, _ = second.communicate(timeout=60)
     assert "left running by a run that ended without cleaning up" in output
     assert second.returncode == 0, output
-    assert _processes_using(folder) == []
+    assert processes_using(private_dir) == []

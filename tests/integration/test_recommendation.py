@@ -8,8 +8,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
-from shapely.geometry import LineString, Point, box
-from shapely.geometry.base import BaseGeometry
+from shapely.geometry import Point, box
 
 from command import accounts
 from command.demo_city import build_city
@@ -19,7 +18,10 @@ from dispatch.recommendation import IncidentPlace, recommend_for
 from tests.integration.helpers import (
     PASSWORD,
     alarm,
+    base_url,
     console,
+    insert_incident,
+    insert_road,
     publisher,
     running_server,
     seed_minimal,
@@ -56,7 +58,7 @@ async def test_recommendation_on_the_demo_city(
     hazard = city.hazards[0]
     at_hazard = await _incident(conn, "gas_leak", "Severe", hazard.geom.representative_point())
     settings = settings_for(database_url, mqtt_url)
-    base = f"http://{settings.http_host}:{settings.http_port}"
+    base = base_url(settings)
     async with running_server(settings), aiohttp.ClientSession() as http:
         bodies = {}
         for incident_id in (minor, extreme):
@@ -120,7 +122,7 @@ async def test_no_route_no_units_is_a_shortfall_not_an_error(
 ) -> None:
     tokens = await seed_minimal(database_url)
     settings = settings_for(database_url, mqtt_url)
-    base = f"http://{settings.http_host}:{settings.http_port}"
+    base = base_url(settings)
     async with (
         running_server(settings),
         console(settings, tokens["commander"]) as ws,
@@ -148,41 +150,6 @@ async def test_no_route_no_units_is_a_shortfall_not_an_error(
 # --- road closures, as each incident's own plan says ---------------------------------------
 
 
-async def _road(conn: asyncpg.Connection, source: int, target: int, a: Point, b: Point) -> None:
-    await conn.execute(
-        """
-        INSERT INTO roads (source, target, length_m, speed_kmh, geom)
-        VALUES ($1, $2, ST_Length($3::geometry::geography), 36, $3)
-        """,
-        source,
-        target,
-        LineString([a, b]),
-    )
-
-
-async def _other_incident(
-    conn: asyncpg.Connection,
-    kind: str,
-    severity: str,
-    *,
-    location: Point | None = None,
-    area: BaseGeometry | None = None,
-) -> int:
-    incident_id: int = await conn.fetchval(
-        """
-        INSERT INTO incidents (kind, category, severity, status, location, area, title, opened_at, updated_at)
-        VALUES ($1, 'natural_disaster', $2, 'confirmed', COALESCE($3::geometry, ST_Centroid($4::geometry)),
-                $4, 'test', now(), now())
-        RETURNING id
-        """,
-        kind,
-        severity,
-        location,
-        area,
-    )
-    return incident_id
-
-
 async def test_road_closures_follow_each_incidents_plan(conn: asyncpg.Connection) -> None:
     """An ambulance at v1 for a medical call at v2, on a triangle of 36 km/h (10 m/s)
     roads: edge A straight north from v1 to v2 (3,991 m: 399 s), or around
@@ -197,9 +164,9 @@ async def test_road_closures_follow_each_incidents_plan(conn: asyncpg.Connection
     (Road lengths are on the spheroid, hence 3,991 m rather than 4,003.)
     """
     v1, v2, v3 = Point(120.0, 30.0), Point(120.0, 30.036), Point(120.0416, 30.018)
-    await _road(conn, 1, 2, v1, v2)
-    await _road(conn, 1, 3, v1, v3)
-    await _road(conn, 3, 2, v3, v2)
+    await insert_road(conn, 1, 2, v1, v2, 36)
+    await insert_road(conn, 1, 3, v1, v3, 36)
+    await insert_road(conn, 3, 2, v3, v2, 36)
     middle_of_a = Point(120.0, 30.018)
     distances = await conn.fetch(
         """
@@ -217,7 +184,7 @@ async def test_road_closures_follow_each_incidents_plan(conn: asyncpg.Connection
         """,
         v1,
     )
-    call = await _other_incident(conn, "medical", "Unknown", location=v2)
+    call = await insert_incident(conn, "medical", "Unknown", location=v2)
     place = IncidentPlace(call, "medical", "Unknown", v2, None)
 
     async def eta() -> int | None:
@@ -240,7 +207,7 @@ async def test_road_closures_follow_each_incidents_plan(conn: asyncpg.Connection
     # A Moderate fire's plan keeps roads open: its area across A changes nothing.
     assert not PLANS.plan_for("fire", "Moderate").closes_roads
     assert PLANS.plan_for("fire", "Severe").closes_roads
-    fire = await _other_incident(conn, "fire", "Moderate", area=box(119.999, 30.017, 120.001, 30.019))
+    fire = await insert_incident(conn, "fire", "Moderate", area=box(119.999, 30.017, 120.001, 30.019))
     assert await eta() == direct
     # The same fire upgraded to Severe closes A.
     await conn.execute("UPDATE incidents SET severity = 'Severe' WHERE id = $1", fire)
@@ -255,14 +222,14 @@ async def test_road_closures_follow_each_incidents_plan(conn: asyncpg.Connection
     for kind in ("structure_collapse", "flood"):
         plan = PLANS.plan_for(kind, "Unknown")
         assert plan.closes_roads and plan.radius_m < 1790, kind
-        incident = await _other_incident(conn, kind, "Unknown", location=middle_of_a)
+        incident = await insert_incident(conn, kind, "Unknown", location=middle_of_a)
         assert await eta() == around, kind
         await conn.execute("UPDATE incidents SET status = 'cancelled' WHERE id = $1", incident)
         assert await eta() == direct, kind
 
     # A flood at v3 closes the way around as well: unreachable.
-    flood = await _other_incident(conn, "flood", "Unknown", location=middle_of_a)
-    await _other_incident(conn, "flood", "Unknown", location=v3)
+    flood = await insert_incident(conn, "flood", "Unknown", location=middle_of_a)
+    await insert_incident(conn, "flood", "Unknown", location=v3)
     assert await eta() is None
     # The flood at M grows to Extreme: its 3 km radius now holds the call
     # itself, and a zone the call lies in cannot be avoided, so it closes
@@ -293,7 +260,7 @@ async def test_the_recommendation_grows_when_a_correlated_alarm_raises_the_sever
         [("ESC-1", here), ("ESC-2", nearby)],
     )
     settings = settings_for(database_url, mqtt_url)
-    base = f"http://{settings.http_host}:{settings.http_port}"
+    base = base_url(settings)
 
     async with running_server(settings), publisher(mqtt_url) as pub, aiohttp.ClientSession() as http:
 

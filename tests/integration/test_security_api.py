@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -13,14 +14,19 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from command.web import COOKIE
-from tests.integration.helpers import PASSWORD, running_server, settings_for
+from tests.integration.helpers import PASSWORD, base_url, running_server, settings_for
 from tests.integration.security_world import app_role, build_world, call, seed_accounts_and_city
 
 NEW_PASSWORD = "a much better passphrase"
 
 
-def _base(settings: object) -> str:
-    return f"http://{settings.http_host}:{settings.http_port}"  # type: ignore[attr-defined]
+async def _login(
+    http: aiohttp.ClientSession, base: str, username: str, password: str, **kwargs: Any
+) -> tuple[int, Any]:
+    """POST /api/login (``kwargs`` as for ``call``, e.g. ``headers``): its status and body."""
+    return await call(
+        http, base, "POST", "/api/login", None, {"username": username, "password": password}, **kwargs
+    )
 
 
 async def test_five_failed_logins_lock_the_account_and_twenty_lock_the_address(
@@ -30,19 +36,11 @@ async def test_five_failed_logins_lock_the_account_and_twenty_lock_the_address(
     # The test client connects from 127.0.0.1: trusted as a proxy here, so
     # X-Forwarded-For plays the part of many client addresses.
     settings = settings_for(database_url, mqtt_url, trusted_proxies=("127.0.0.1",))
-    base = _base(settings)
+    base = base_url(settings)
     async with running_server(settings), aiohttp.ClientSession() as http:
         one = {"X-Forwarded-For": "203.0.113.7"}
         for _ in range(5):
-            status, _body = await call(
-                http,
-                base,
-                "POST",
-                "/api/login",
-                None,
-                {"username": "commander", "password": "wrong"},
-                headers=one,
-            )
+            status, _body = await _login(http, base, "commander", "wrong", headers=one)
             assert status == 401
         # The sixth, even with the right password, is refused unchecked.
         async with http.post(
@@ -53,49 +51,25 @@ async def test_five_failed_logins_lock_the_account_and_twenty_lock_the_address(
             assert 800 < wait <= 900
             assert (await resp.json())["error"]["code"] == "too_many_attempts"
         # From another address too: the limit is the account's.
-        status, _ = await call(
-            http,
-            base,
-            "POST",
-            "/api/login",
-            None,
-            {"username": "commander", "password": PASSWORD},
-            headers={"X-Forwarded-For": "198.51.100.1"},
+        status, _ = await _login(
+            http, base, "commander", PASSWORD, headers={"X-Forwarded-For": "198.51.100.1"}
         )
         assert status == 429
         # Another account is not affected.
-        status, _ = await call(
-            http, base, "POST", "/api/login", None, {"username": "viewer", "password": PASSWORD}, headers=one
-        )
+        status, _ = await _login(http, base, "viewer", PASSWORD, headers=one)
         assert status == 200
 
         # One address guessing at many accounts: 20 failures, then 429 for any account.
         many = {"X-Forwarded-For": "192.0.2.50"}
         for n in range(20):
-            status, _ = await call(
-                http,
-                base,
-                "POST",
-                "/api/login",
-                None,
-                {"username": f"nobody{n}", "password": "x"},
-                headers=many,
-            )
+            status, _ = await _login(http, base, f"nobody{n}", "x", headers=many)
             assert status == 401
-        status, _ = await call(
-            http, base, "POST", "/api/login", None, {"username": "viewer", "password": PASSWORD}, headers=many
-        )
+        status, _ = await _login(http, base, "viewer", PASSWORD, headers=many)
         assert status == 429
         # The client cannot pick its address: a forged header to the left of
         # the trusted proxy's is not believed.
-        status, _ = await call(
-            http,
-            base,
-            "POST",
-            "/api/login",
-            None,
-            {"username": "viewer", "password": PASSWORD},
-            headers={"X-Forwarded-For": "192.0.2.99, 192.0.2.50"},
+        status, _ = await _login(
+            http, base, "viewer", PASSWORD, headers={"X-Forwarded-For": "192.0.2.99, 192.0.2.50"}
         )
         assert status == 429
 
@@ -109,15 +83,7 @@ async def test_five_failed_logins_lock_the_account_and_twenty_lock_the_address(
             {"password": NEW_PASSWORD},
         )
         assert status == 200
-        status, _ = await call(
-            http,
-            base,
-            "POST",
-            "/api/login",
-            None,
-            {"username": "commander", "password": NEW_PASSWORD},
-            headers=one,
-        )
+        status, _ = await _login(http, base, "commander", NEW_PASSWORD, headers=one)
         assert status == 200
     conn = await asyncpg.connect(database_url)
     try:
@@ -136,15 +102,7 @@ async def test_untrusted_forwarded_for_is_ignored(database_url: str, mqtt_url: s
     await seed_accounts_and_city(database_url)
     settings = settings_for(database_url, mqtt_url)  # no trusted proxy
     async with running_server(settings), aiohttp.ClientSession() as http:
-        await call(
-            http,
-            _base(settings),
-            "POST",
-            "/api/login",
-            None,
-            {"username": "viewer", "password": "nope"},
-            headers={"X-Forwarded-For": "203.0.113.9"},
-        )
+        await _login(http, base_url(settings), "viewer", "nope", headers={"X-Forwarded-For": "203.0.113.9"})
     conn = await asyncpg.connect(database_url)
     try:
         assert (
@@ -157,12 +115,10 @@ async def test_untrusted_forwarded_for_is_ignored(database_url: str, mqtt_url: s
 async def test_password_and_role_changes_end_sessions(database_url: str, mqtt_url: str) -> None:
     tokens, ids = await seed_accounts_and_city(database_url)
     settings = settings_for(database_url, mqtt_url)
-    base = _base(settings)
+    base = base_url(settings)
     async with running_server(settings), aiohttp.ClientSession() as http:
         # Two sessions of the commander: the one that changes the password stays.
-        status, body = await call(
-            http, base, "POST", "/api/login", None, {"username": "commander", "password": PASSWORD}
-        )
+        status, body = await _login(http, base, "commander", PASSWORD)
         other = body["token"]
         status, body = await call(
             http,
@@ -193,10 +149,8 @@ async def test_password_and_role_changes_end_sessions(database_url: str, mqtt_ur
         assert status == 200
         assert (await call(http, base, "GET", "/api/me", other))[0] == 401
         assert (await call(http, base, "GET", "/api/me", tokens["commander"]))[0] == 200
-        login = {"username": "commander", "password": PASSWORD}
-        assert (await call(http, base, "POST", "/api/login", None, login))[0] == 401
-        login["password"] = NEW_PASSWORD
-        assert (await call(http, base, "POST", "/api/login", None, login))[0] == 200
+        assert (await _login(http, base, "commander", PASSWORD))[0] == 401
+        assert (await _login(http, base, "commander", NEW_PASSWORD))[0] == 200
 
         # A role change ends the sessions, WebSockets included (within the hub's 2 s sweep).
         ws_url = f"ws://{settings.http_host}:{settings.http_port}/ws"
@@ -212,9 +166,7 @@ async def test_password_and_role_changes_end_sessions(database_url: str, mqtt_ur
                     await asyncio.wait_for(ws.recv(), 5)
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
         assert (await call(http, base, "GET", "/api/me", tokens["dispatcher"]))[0] == 401
-        status, body = await call(
-            http, base, "POST", "/api/login", None, {"username": "dispatcher", "password": PASSWORD}
-        )
+        status, body = await _login(http, base, "dispatcher", PASSWORD)
         assert status == 200 and body["role"] == "viewer"
 
         # An administrator resets a password: the account's sessions end.
@@ -245,15 +197,13 @@ async def test_password_and_role_changes_end_sessions(database_url: str, mqtt_ur
         )
         assert status == 200 and body["disabled"] is True
         assert (await call(http, base, "GET", "/api/me", tokens["field"]))[0] == 401
-        assert (
-            await call(http, base, "POST", "/api/login", None, {"username": "field", "password": PASSWORD})
-        )[0] == 401
+        assert (await _login(http, base, "field", PASSWORD))[0] == 401
 
 
 async def test_admins_manage_users_within_the_rules(database_url: str, mqtt_url: str) -> None:
     tokens, ids = await seed_accounts_and_city(database_url)
     settings = settings_for(database_url, mqtt_url)
-    base = _base(settings)
+    base = base_url(settings)
     admin = tokens["admin"]
     async with running_server(settings), aiohttp.ClientSession() as http:
         status, body = await call(
@@ -315,7 +265,7 @@ async def test_admins_manage_users_within_the_rules(database_url: str, mqtt_url:
 async def test_cookie_requests_must_come_from_our_origin(database_url: str, mqtt_url: str) -> None:
     await seed_accounts_and_city(database_url)
     settings = settings_for(database_url, mqtt_url, allowed_origins=frozenset({"https://wall.example"}))
-    base = _base(settings)
+    base = base_url(settings)
     report = {"kind": "fire", "severity": "Minor", "lat": 30.2, "lon": 120.1, "title": "Smoke"}
     async with running_server(settings), aiohttp.ClientSession() as http:
         async with http.post(
@@ -348,21 +298,15 @@ async def test_cookie_requests_must_come_from_our_origin(database_url: str, mqtt
         status, _ = await call(http, base, "POST", "/api/incidents", token, report)
         assert status == 201
         # Login CSRF: another site's page cannot log us in.
-        status, body = await call(
-            http,
-            base,
-            "POST",
-            "/api/login",
-            None,
-            {"username": "viewer", "password": PASSWORD},
-            headers={"Origin": "https://evil.example"},
+        status, body = await _login(
+            http, base, "viewer", PASSWORD, headers={"Origin": "https://evil.example"}
         )
         assert status == 403 and body["error"]["code"] == "cross_site_request"
 
 
 async def test_security_headers_on_pages_api_and_files(database_url: str, mqtt_url: str) -> None:
     settings = settings_for(database_url, mqtt_url)
-    base = _base(settings)
+    base = base_url(settings)
     async with running_server(settings), aiohttp.ClientSession() as http:
         for path, kind in (
             ("/", "page"),
@@ -398,18 +342,14 @@ async def test_a_scripted_scenario_leaves_its_audit_trail(database_url: str, mqt
     tokens, ids = await seed_accounts_and_city(database_url)
     async with app_role(database_url) as server_url:
         settings = settings_for(server_url, mqtt_url)
-        base = _base(settings)
+        base = base_url(settings)
         started = datetime.now(UTC) - timedelta(seconds=1)
         async with running_server(settings), aiohttp.ClientSession() as http:
             world = await build_world(http, settings, tokens, ids)  # 3 incidents, 3 dispatches, 3 tasks
             cmd = tokens["commander"]
             i1, p1, t1 = world.incidents["I1"], world.dispatches["P1"], world.tasks["T1"]
-            assert (
-                await call(http, base, "POST", "/api/login", None, {"username": "viewer", "password": "bad"})
-            )[0] == 401
-            status, body = await call(
-                http, base, "POST", "/api/login", None, {"username": "viewer", "password": PASSWORD}
-            )
+            assert (await _login(http, base, "viewer", "bad"))[0] == 401
+            status, body = await _login(http, base, "viewer", PASSWORD)
             viewer = body["token"]
             assert (await call(http, base, "POST", "/api/logout", viewer))[0] == 200
             assert (

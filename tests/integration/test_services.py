@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -15,16 +12,8 @@ from command.services import EmbeddedMosquitto, EmbeddedPostgres, ServiceError, 
 from command.settings import MqttTarget
 
 
-@pytest.fixture
-def service_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="emergency-svc-"))
-    path.chmod(0o755)  # the service accounts must be able to enter it
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-async def test_postgres_data_survives_restart_and_listens_on_loopback(service_dir: Path) -> None:
-    pg = EmbeddedPostgres(service_dir / "pg", durable=False)
+async def test_postgres_data_survives_restart_and_listens_on_loopback(private_dir: Path) -> None:
+    pg = EmbeddedPostgres(private_dir / "pg", durable=False)
     url = pg.start()
     try:
         conn = await asyncpg.connect(url)
@@ -42,8 +31,8 @@ async def test_postgres_data_survives_restart_and_listens_on_loopback(service_di
         pg.stop()
 
 
-def test_mosquitto_config_has_what_durability_needs(service_dir: Path) -> None:
-    config = mosquitto_config(1884, service_dir)
+def test_mosquitto_config_has_what_durability_needs(private_dir: Path) -> None:
+    config = mosquitto_config(1884, private_dir)
     lines = set(config.splitlines())
     for expected in (
         "listener 1884 127.0.0.1",
@@ -57,23 +46,23 @@ def test_mosquitto_config_has_what_durability_needs(service_dir: Path) -> None:
     assert int(queued.split()[1]) >= 100_000
 
 
-def test_mosquitto_starts_and_stops(service_dir: Path) -> None:
-    broker = EmbeddedMosquitto(service_dir / "mq")
+def test_mosquitto_starts_and_stops(private_dir: Path) -> None:
+    broker = EmbeddedMosquitto(private_dir / "mq")
     broker.start()
     try:
         target = MqttTarget.from_url(broker.url)
         assert (target.username, target.host, target.port) == ("emergency-server", "127.0.0.1", broker.port)
         with pytest.raises(ValueError, match="not a service account"):
             broker.url_for("sensors/S-1", "x")  # a device's "/" would not survive MqttTarget
-        assert (service_dir / "mq" / "mosquitto.conf").exists()
+        assert (private_dir / "mq" / "mosquitto.conf").exists()
     finally:
         broker.stop()
 
 
-def test_unreachable_data_folder_is_reported_clearly(service_dir: Path) -> None:
+def test_unreachable_data_folder_is_reported_clearly(private_dir: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("only root hands the services to their own accounts")
-    locked = service_dir / "locked"
+    locked = private_dir / "locked"
     locked.mkdir(mode=0o700)
     with pytest.raises(ServiceError, match=r"cannot enter .*locked.*EMERGENCY_DATA_DIR"):
         EmbeddedPostgres(locked / "pg").start()
