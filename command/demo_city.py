@@ -30,7 +30,9 @@ from shapely.geometry import LineString, MultiLineString, MultiPolygon, Point, P
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import split, unary_union
 
-from dispatch.units import CAPABILITIES, UNIT_TYPES
+# Re-exported: the demo city's vocabulary is dispatch's (tests compare the two).
+from dispatch.units import CAPABILITIES as CAPABILITIES
+from dispatch.units import UNIT_TYPES as UNIT_TYPES
 from sensors.alarms import KINDS
 
 # --- The box the city lives in --------------------------------------------

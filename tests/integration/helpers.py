@@ -26,7 +26,7 @@ import asyncpg
 import paho.mqtt.client as paho
 import websockets
 from aiohttp import web
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 from shapely.geometry import LineString, MultiPolygon, Point, box
 from shapely.geometry.base import BaseGeometry
@@ -301,7 +301,13 @@ class DeviceClient:
     Blocking: call it through ``asyncio.to_thread`` while a server runs in the loop.
     """
 
-    def __init__(self, port: int, username: str | None, password: str | None, protocol: int = paho.MQTTv5):
+    def __init__(
+        self,
+        port: int,
+        username: str | None,
+        password: str | None,
+        protocol: MQTTProtocolVersion = paho.MQTTv5,
+    ) -> None:
         self._client = paho.Client(
             CallbackAPIVersion.VERSION2, client_id=f"acl-{uuid.uuid4().hex[:8]}", protocol=protocol
         )
@@ -350,7 +356,8 @@ class DeviceClient:
 
     def subscribe(self, *topics: str) -> list[ReasonCode]:
         """Subscribe at QoS 1 and return the SUBACK's reason code per topic."""
-        _, mid = self._client.subscribe([(topic, 1) for topic in topics])
+        result, mid = self._client.subscribe([(topic, 1) for topic in topics])
+        assert mid is not None, f"SUBSCRIBE not sent: {result}"
         self.wait(lambda: mid in self.subacks, "SUBACK")
         return self.subacks[mid]
 
@@ -359,7 +366,9 @@ class DeviceClient:
         self._client.loop_stop()
 
 
-def connected(port: int, username: str, password: str, protocol: int = paho.MQTTv5) -> DeviceClient:
+def connected(
+    port: int, username: str, password: str, protocol: MQTTProtocolVersion = paho.MQTTv5
+) -> DeviceClient:
     """A device logged in as ``username`` (failing the test if the broker refused it)."""
     client = DeviceClient(port, username, password, protocol)
     reason = client.connack()

@@ -24,6 +24,7 @@ from pathlib import Path
 import asyncpg
 import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import MQTTProtocolVersion
 
 from command.broker_accounts import SERVER_USERNAME, SIMULATOR_USERNAME, Role
 from command.services import EmbeddedMosquitto
@@ -45,7 +46,9 @@ from tests.integration.helpers import (
 NOT_AUTHORIZED = 0x87
 
 
-def refused(port: int, username: str | None, password: str | None, protocol: int = paho.MQTTv5) -> int:
+def refused(
+    port: int, username: str | None, password: str | None, protocol: MQTTProtocolVersion = paho.MQTTv5
+) -> int:
     """Log in once; return the CONNACK's reason code (raising if the login was accepted)."""
     client = DeviceClient(port, username, password, protocol)
     try:

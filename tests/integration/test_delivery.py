@@ -52,7 +52,7 @@ class Unit:
         client.on_connect = self._on_connect
         client.on_subscribe = lambda *_: self.subscribed.set()
         client.on_message = self._on_message
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho: __init__ unannotated
         props.SessionExpiryInterval = 300
         self.subscribed.clear()
         client.connect(self.target.host, self.target.port, clean_start=False, properties=props)

@@ -297,8 +297,12 @@ def _unit_client(mqtt_url: str, unit_id: str) -> tuple[paho.Client, asyncio.Queu
         loop.call_soon_threadsafe(received.put_nowait, json.loads(message.payload))
 
     subscribed = asyncio.Event()
+
+    def on_subscribe(*_: object) -> None:
+        loop.call_soon_threadsafe(subscribed.set)
+
     client.on_message = on_message
-    client.on_subscribe = lambda *_: loop.call_soon_threadsafe(subscribed.set)
+    client.on_subscribe = on_subscribe
     client.on_connect = lambda c, *_: c.subscribe(f"units/{unit_id}/dispatch", qos=1)
     client.connect(target.host, target.port)
     client.loop_start()

@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Origin
 
 from tests.integration.helpers import console, running_server, seed_minimal, settings_for
 
@@ -20,10 +21,10 @@ async def test_a_page_on_a_foreign_origin_cannot_open_the_feed(database_url: str
     own = f"http://{settings.http_host}:{settings.http_port}"
     async with running_server(settings):
         with pytest.raises(InvalidStatus) as refused:
-            await websockets.connect(url, origin="https://evil.example")  # type: ignore[arg-type]
+            await websockets.connect(url, origin=Origin("https://evil.example"))
         assert refused.value.response.status_code == 403
-        for origin in (own, "https://wall.example", None):
-            async with websockets.connect(url, origin=origin) as ws:  # type: ignore[arg-type]
+        for origin in (Origin(own), Origin("https://wall.example"), None):
+            async with websockets.connect(url, origin=origin) as ws:
                 await ws.send(json.dumps({"type": "hello", "token": tokens["viewer"]}))
                 assert json.loads(await ws.recv())["type"] == "snapshot"
 

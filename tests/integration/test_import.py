@@ -31,7 +31,7 @@ from command.admin_api import MAX_BODY, ROAD_IMPORT_LOCK, add_admin_routes
 from command.demo_city import build_city
 from command.guard import guard_middleware
 from command.importer import RoadImportError, export_rows, import_roads, import_rows
-from command.imports import KINDS, InvalidRows, dump, parse
+from command.imports import KINDS, Format, InvalidRows, dump, parse
 from command.keys import POOL, SETTINGS
 from command.seed import seed_demo
 from command.settings import Settings
@@ -62,8 +62,8 @@ async def snapshot(conn: asyncpg.Connection, *, versions: bool = False) -> dict[
     return result
 
 
-async def load(conn: asyncpg.Connection, kind: str, text: str, fmt: str = "csv") -> int:
-    rows = parse(kind, text, file=f"{kind}.{fmt}", fmt=fmt)  # type: ignore[arg-type]
+async def load(conn: asyncpg.Connection, kind: str, text: str, fmt: Format = "csv") -> int:
+    rows = parse(kind, text, file=f"{kind}.{fmt}", fmt=fmt)
     return await import_rows(conn, kind, rows)
 
 
@@ -155,9 +155,9 @@ async def test_sensors_keep_their_heartbeat_unless_given(conn: asyncpg.Connectio
 
 
 @pytest.mark.parametrize("fmt", ["csv", "geojson"])
-async def test_export_then_import_round_trips_the_demo_city(conn: asyncpg.Connection, fmt: str) -> None:
+async def test_export_then_import_round_trips_the_demo_city(conn: asyncpg.Connection, fmt: Format) -> None:
     await seed_demo(conn, build_city())
-    exported = {kind: dump(kind, await export_rows(conn, kind), fmt) for kind in KINDS}  # type: ignore[arg-type]
+    exported = {kind: dump(kind, await export_rows(conn, kind), fmt) for kind in KINDS}
     assert all(text.count("\n") > 2 for text in exported.values())
     before = await snapshot(conn, versions=True)
 
@@ -172,7 +172,7 @@ async def test_export_then_import_round_trips_the_demo_city(conn: asyncpg.Connec
     for kind in KINDS:
         await load(conn, kind, exported[kind], fmt)
     for kind in KINDS:
-        assert dump(kind, await export_rows(conn, kind), fmt) == exported[kind], kind  # type: ignore[arg-type]
+        assert dump(kind, await export_rows(conn, kind), fmt) == exported[kind], kind
 
 
 # --- the command line ----------------------------------------------------------------------
@@ -703,7 +703,9 @@ async def test_rest_road_import_and_export(
     assert response.status == 401
 
     # What is wrong with a request is said, and the demo network stays.
-    async def refused(status: int, path: str, data: bytes | str, **headers: str) -> str:
+    async def refused(
+        status: int, path: str, data: bytes | str | AsyncIterator[bytes], **headers: str
+    ) -> str:
         response = await client.post(path, data=data, headers={**admin, **headers})
         assert response.status == status, await response.text()
         body = await response.json()
@@ -737,7 +739,7 @@ async def test_rest_road_import_and_export(
         for _ in range(ROAD_CAP // 1024 + 1):
             yield b" " * 1024
 
-    assert "at most" in await refused(413, "/api/import/roads?format=osm", chunks())  # type: ignore[arg-type]
+    assert "at most" in await refused(413, "/api/import/roads?format=osm", chunks())
     async with client.app[ROAD_IMPORT_LOCK]:  # another road import is running
         assert "a road import is running" in await refused(
             409, "/api/import/roads?format=osm", OSM.read_bytes()

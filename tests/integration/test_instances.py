@@ -280,7 +280,7 @@ def session_present(mqtt_url: str, client_id: str) -> bool:
         connected.set()
 
     client.on_connect = on_connect
-    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho: __init__ unannotated
     props.SessionExpiryInterval = 0
     client.connect(target.host, target.port, clean_start=False, properties=props)
     client.loop_start()

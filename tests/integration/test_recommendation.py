@@ -83,8 +83,11 @@ async def test_recommendation_on_the_demo_city(
     assert isinstance(detail["sites"], list)
     small, big = bodies[minor], bodies[extreme]
     assert small["plan"]["kind"] == "fire" and small["district"] == city.districts[0].id
+
     # Escalation: the Extreme fire's plan needs more units than the Minor one's.
-    needed = lambda body: sum(a["needed"] for a in body["assignments"])  # noqa: E731
+    def needed(body: dict[str, Any]) -> int:
+        return sum(a["needed"] for a in body["assignments"])
+
     assert needed(big) > needed(small)
     for body in (small, big):
         chosen = [u for a in body["assignments"] for u in a["chosen"]]

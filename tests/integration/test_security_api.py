@@ -277,10 +277,10 @@ async def test_cookie_requests_must_come_from_our_origin(database_url: str, mqtt
             token = (await resp.json())["token"]
         jar = {COOKIE: cookie.value}
 
-        async def post(headers: dict[str, str], **kwargs: object) -> int:
+        async def post(headers: dict[str, str]) -> int:
             async with (
                 aiohttp.ClientSession(cookies=jar) as browser,
-                browser.post(base + "/api/incidents", json=report, headers=headers, **kwargs) as r,
+                browser.post(base + "/api/incidents", json=report, headers=headers) as r,
             ):
                 return r.status
 

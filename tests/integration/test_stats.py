@@ -123,7 +123,10 @@ async def scenario(conn: asyncpg.Connection) -> dict[str, int]:
         ("before", "fire", "D-1", "Minor", "closed", at(30, "23:59:59", month=4), ()),
         ("after", "fire", "D-1", "Minor", "new", at(3, "00:00:00"), ()),
     ]
-    ids = {label: await _incident(conn, *fields) for label, *fields in incidents}
+    ids = {
+        label: await _incident(conn, kind, district, severity, status, opened_at, alarms)
+        for label, kind, district, severity, status, opened_at, alarms in incidents
+    }
     a, b, c, d = ids["A"], ids["B"], ids["C"], ids["D"]
     await _dispatch(
         conn, a, "U-1", "declined", at(1, "10:00:40"), declined_at=at(1, "10:00:50"), reason="busy"

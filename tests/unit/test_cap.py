@@ -245,7 +245,7 @@ def test_tsunami_update_references_three_earlier_messages() -> None:
     assert [ref.identifier for ref in alert.references] == ["PAAQ-1-mg5a94", "PAAQ-2-mg5a94", "PAAQ-3-mg5a94"]
     incident = to_incident_fields(alert)
     assert (incident.kind, incident.severity) == ("earthquake", "Unknown")
-    assert (incident.lat, incident.lon) == (pytest.approx(55.3), pytest.approx(-134.9))
+    assert (incident.lat, incident.lon) == pytest.approx((55.3, -134.9))
 
 
 def test_nws_empty_polygon_element_is_no_geometry() -> None:
@@ -522,7 +522,7 @@ def io_watch() -> Iterator[list[str]]:
     # inside this fixture.
     if not getattr(sys, "_cap_test_audit_installed", False):
         sys.addaudithook(_audit)
-        sys._cap_test_audit_installed = True  # type: ignore[attr-defined]
+        vars(sys)["_cap_test_audit_installed"] = True
     _AUDITED.clear()
     _WATCHING.append(True)
     try:

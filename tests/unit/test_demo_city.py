@@ -292,4 +292,4 @@ def test_domain_types_validate_themselves(city: City) -> None:
     with pytest.raises(ValueError):
         replace(city.sensors[0], kind="thermometer")
     with pytest.raises(AttributeError):
-        city.units[0].crew = 3  # type: ignore[misc]
+        city.units[0].crew = 3  # type: ignore[misc]  # deliberately writes a frozen field

@@ -16,6 +16,7 @@ from command.imports import (
     MAX_ERRORS,
     DepotRow,
     DistrictRow,
+    Format,
     HazardRow,
     InvalidRows,
     Origin,
@@ -36,10 +37,10 @@ UNITS_HEADER = "id,callsign,type,capabilities,crew,station,district_id,status,la
 GOOD_UNIT = "U-1,Engine 1,fire_engine,fire_suppression;rescue,4,Station 1,D-1,available,30.27,120.15"
 
 
-def errors_of(kind: str, text: str, fmt: str = "csv", file: str | None = None) -> list[str]:
+def errors_of(kind: str, text: str, fmt: Format = "csv", file: str | None = None) -> list[str]:
     file = file or f"{kind}.{'csv' if fmt == 'csv' else 'geojson'}"
     with pytest.raises(InvalidRows) as caught:
-        parse(kind, text, file=file, fmt=fmt)  # type: ignore[arg-type]
+        parse(kind, text, file=file, fmt=fmt)
     return [str(e) for e in caught.value.errors]
 
 
@@ -120,6 +121,7 @@ def test_every_error_of_every_row_is_reported() -> None:
 
 def test_optional_unit_fields_may_be_blank_or_absent() -> None:
     (unit,) = parse("units", "id,callsign,type\nU-9, Rescue 9 ,boat\n", file="u.csv", fmt="csv")
+    assert isinstance(unit, UnitRow)
     assert (unit.callsign, unit.capabilities, unit.crew, unit.station, unit.status, unit.home) == (
         "Rescue 9",
         (),
@@ -139,6 +141,7 @@ def test_longitude_range_and_text_coordinates() -> None:
 
 def test_capabilities_are_semicolon_separated_and_deduplicated() -> None:
     (unit,) = parse("units", units_csv("U-1,E,t, rescue ; search;;rescue;,,,,,,"), file="u.csv", fmt="csv")
+    assert isinstance(unit, UnitRow)
     assert unit.capabilities == ("rescue", "search")
 
 
@@ -186,6 +189,7 @@ def test_header_problems_are_reported_once_and_stop_the_rows() -> None:
 
 def test_header_names_ignore_case_and_spaces() -> None:
     (unit,) = parse("units", " ID ,Callsign,TYPE\nU-1,E,t\n", file="u.csv", fmt="csv")
+    assert isinstance(unit, UnitRow)
     assert unit.id == "U-1"
 
 
@@ -272,6 +276,7 @@ def test_sensor_rules() -> None:
         "sensors.csv: row 4, field 'heartbeat_s': must be a whole number > 0, got 'soon'",
     ]
     (sensor,) = parse("sensors", "id,kind\nS-9,gas\n", file="s", fmt="csv")
+    assert isinstance(sensor, SensorRow)
     assert (sensor.heartbeat_s, sensor.location, sensor.district_id) == (None, None, None)
 
 
@@ -293,7 +298,7 @@ def test_districts_from_wkt_or_geojson_text_become_multipolygons() -> None:
         'D-3,South,,"SRID=4326;MULTIPOLYGON (((120 30, 120.1 30, 120.1 30.1, 120 30)))",\n'
     )
     d1, d2, d3 = parse("districts", text, file="d.csv", fmt="csv")
-    assert isinstance(d1, DistrictRow) and isinstance(d2, DistrictRow)
+    assert isinstance(d1, DistrictRow) and isinstance(d2, DistrictRow) and isinstance(d3, DistrictRow)
     assert d1.geom == MultiPolygon([Polygon([(120, 30), (120.1, 30), (120.1, 30.1), (120, 30)])])
     assert d1.name_zh == "西区"
     assert d2.geom.geom_type == "MultiPolygon"
@@ -399,7 +404,7 @@ def test_feature_errors_name_the_feature_index_and_property() -> None:
         feature({"id": "U-7", "callsign": "E", "type": "t", "capabilities": 3}, {"type": "Point"}),
         feature({"id": "U-8", "callsign": "E", "type": "t"}, id="U-9"),
         {"type": "Point", "coordinates": [1, 2]},
-        feature([1, 2]),  # type: ignore[arg-type]
+        feature([1, 2]),  # type: ignore[arg-type]  # deliberately not a dict: refused at run time
     )
     assert errors_of("units", text, "geojson") == [
         "units.geojson: feature 1, field 'crew': must be a whole number >= 0, got 'three'",
@@ -448,7 +453,8 @@ def test_geojson_numbers_and_3d_points() -> None:
     s1, s2 = parse("sensors", text, file="s", fmt="geojson")
     assert isinstance(s1, SensorRow) and isinstance(s2, SensorRow)
     assert (s1.heartbeat_s, s1.location, s2.heartbeat_s) == (60, Point(120, 30), 120)
-    assert not s1.location.has_z  # type: ignore[union-attr]
+    assert s1.location is not None
+    assert not s1.location.has_z
 
 
 def test_stock_features_carry_no_geometry() -> None:
@@ -496,7 +502,7 @@ def test_unknown_kind_or_format_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="unknown kind"):
         parse("roads", "", file="r", fmt="csv")
     with pytest.raises(ValueError, match="unknown format"):
-        parse("units", "", file="u", fmt="xlsx")  # type: ignore[arg-type]
+        parse("units", "", file="u", fmt="xlsx")  # type: ignore[arg-type]  # deliberately not a Format
 
 
 # --- round trips: the whole demo city, both formats ------------------------------------------
@@ -542,16 +548,16 @@ def city_rows(city: City) -> dict[str, tuple[Row, ...]]:
 
 @pytest.mark.parametrize("fmt", ["csv", "geojson"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_dump_then_parse_gives_the_same_rows(kind: str, fmt: str) -> None:
+def test_dump_then_parse_gives_the_same_rows(kind: str, fmt: Format) -> None:
     rows = city_rows(build_city())[kind]
     assert rows
-    text = dump(kind, rows, fmt)  # type: ignore[arg-type]
-    again = parse(kind, text, file=f"{kind}.{fmt}", fmt=fmt)  # type: ignore[arg-type]
+    text = dump(kind, rows, fmt)
+    again = parse(kind, text, file=f"{kind}.{fmt}", fmt=fmt)
     assert again == rows
-    assert dump(kind, again, fmt) == text  # type: ignore[arg-type]
+    assert dump(kind, again, fmt) == text
 
 
 def test_empty_exports_read_back_empty() -> None:
     for kind in KINDS:
         for fmt in ("csv", "geojson"):
-            assert parse(kind, dump(kind, (), fmt), file="f", fmt=fmt) == ()  # type: ignore[arg-type]
+            assert parse(kind, dump(kind, (), fmt), file="f", fmt=fmt) == ()

@@ -374,7 +374,7 @@ def test_naive_times_are_refused() -> None:
 
 def test_unknown_grouping_is_refused() -> None:
     with pytest.raises(ValueError):
-        summarise(SCENARIO, Targets(), "severity")  # type: ignore[arg-type]
+        summarise(SCENARIO, Targets(), "severity")  # type: ignore[arg-type]  # deliberately not a grouping
 
 
 def test_csv_has_one_row_per_incident_with_every_interval() -> None:

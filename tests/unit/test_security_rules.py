@@ -3,6 +3,8 @@ settings, the route table."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from command import api_routes
@@ -138,10 +140,10 @@ GOOD = Settings(
         ({"trusted_proxies": ("10.0.0.0/8",)}, None),
     ],
 )
-def test_production_settings(changes: dict[str, object], problem: str | None) -> None:
+def test_production_settings(changes: dict[str, Any], problem: str | None) -> None:
     from dataclasses import replace
 
-    problems = settings_problems(replace(GOOD, **changes))  # type: ignore[arg-type]
+    problems = settings_problems(replace(GOOD, **changes))
     if problem is None:
         assert problems == []
     else:
