@@ -8,14 +8,13 @@ request the handler did not (refusals, errors), after the fact.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import asyncpg
 from aiohttp import web
 
 from command import audit
-from command.client_address import Network, client_address, parse_networks
+from command.client_address import client_address, networks_of
 from command.feed_protocol import Principal
 from command.keys import SETTINGS
 
@@ -26,14 +25,9 @@ AUDITED = web.RequestKey("audited", bool)
 REFUSAL = web.RequestKey("refusal", str)
 
 
-@functools.lru_cache(maxsize=8)
-def _networks(entries: tuple[str, ...]) -> tuple[Network, ...]:
-    return parse_networks(entries)
-
-
 def client_of(request: web.Request) -> str:
     """The client's address: X-Forwarded-For only when a trusted proxy sent it."""
-    proxies = _networks(request.app[SETTINGS].trusted_proxies)
+    proxies = networks_of(request.app[SETTINGS].trusted_proxies)
     return client_address(request.remote, request.headers.getall("X-Forwarded-For", []), proxies)
 
 

@@ -10,6 +10,7 @@ forged. Everything left of it may be invented by the client.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 
@@ -26,6 +27,12 @@ def parse_networks(entries: Iterable[str]) -> tuple[Network, ...]:
         ValueError: an entry is neither an address nor a network.
     """
     return tuple(ipaddress.ip_network(e.strip(), strict=False) for e in entries if e.strip())
+
+
+@functools.lru_cache(maxsize=16)
+def networks_of(entries: tuple[str, ...]) -> tuple[Network, ...]:
+    """:func:`parse_networks` of a setting, parsed once (settings never change)."""
+    return parse_networks(entries)
 
 
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -46,6 +53,12 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 def _trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address, proxies: tuple[Network, ...]) -> bool:
     return any(address.version == net.version and address in net for net in proxies)
+
+
+def peer_in(peer: str | None, networks: tuple[Network, ...]) -> bool:
+    """Is the TCP peer itself (never a forwarded address) in one of ``networks``?"""
+    address = _address(peer) if peer else None
+    return address is not None and _trusted(address, networks)
 
 
 def client_address(peer: str | None, forwarded_for: list[str], proxies: tuple[Network, ...]) -> str:

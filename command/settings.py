@@ -114,6 +114,10 @@ class Settings:
     # Proxies whose X-Forwarded-For is believed when recording a client's
     # address (command/client_address.py); nobody's by default.
     trusted_proxies: tuple[str, ...] = ()
+    # Who may read GET /metrics (counts of alarms, dead letters, consoles):
+    # the monitoring network's scraper, by its TCP address; the host itself
+    # by default.
+    metrics_networks: tuple[str, ...] = ("127.0.0.0/8", "::1")
     # Audit rows are kept this long (at least 183 days: command/audit.py).
     audit_retention_days: int = 400
     # Units whose last position is older than this are not recommended.
@@ -177,6 +181,19 @@ def client_id_for(instance: str) -> str:
     return f"emergency-server-{instance}"
 
 
+def _networks(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated list of addresses or networks; ``default`` when unset."""
+    if name not in env:
+        return default
+    entries = tuple(p.strip() for p in env[name].split(",") if p.strip())
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(f"{name}: {entry!r} is not an address or network") from None
+    return entries
+
+
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -235,17 +252,12 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     mode = env.get("EMERGENCY_MODE", "development") or "development"
     if mode not in ("development", "production"):
         raise ValueError(f"EMERGENCY_MODE must be 'development' or 'production', got {mode!r}")
-    proxies = tuple(p.strip() for p in env.get("EMERGENCY_TRUSTED_PROXIES", "").split(",") if p.strip())
-    for proxy in proxies:
-        try:
-            ipaddress.ip_network(proxy, strict=False)
-        except ValueError:
-            raise ValueError(f"EMERGENCY_TRUSTED_PROXIES: {proxy!r} is not an address or network") from None
     settings = replace(
         settings,
         mode=mode,
         migrate_database_url=env.get("EMERGENCY_MIGRATE_DATABASE_URL") or None,
-        trusted_proxies=proxies,
+        trusted_proxies=_networks(env, "EMERGENCY_TRUSTED_PROXIES", ()),
+        metrics_networks=_networks(env, "EMERGENCY_METRICS_NETWORKS", settings.metrics_networks),
         audit_retention_days=_int(env, "EMERGENCY_AUDIT_RETENTION_DAYS", 400),
     )
     if settings.audit_retention_days < 183:  # graded protection: at least six months

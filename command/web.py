@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from command import accounts, login_limit, queries
 from command.audit_http import audit_request, client_of
+from command.client_address import networks_of, peer_in
 from command.console_api import get_config
 from command.errors import ApiError as ApiError  # re-exported for the route modules
 from command.feed_protocol import READERS, Principal
@@ -320,6 +321,10 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    # The scraper is a machine on the monitoring network, not a person with a
+    # token: its own TCP address decides (X-Forwarded-For is never believed here).
+    if not peer_in(request.remote, networks_of(request.app[SETTINGS].metrics_networks)):
+        raise ApiError(403, "forbidden", "metrics are served to EMERGENCY_METRICS_NETWORKS only")
     m = request.app[METRICS]
     m.consoles.set(len(request.app[HUB]))
     m.console_overflows.set(request.app[HUB].overflows)

@@ -112,6 +112,28 @@ async def test_untrusted_forwarded_for_is_ignored(database_url: str, mqtt_url: s
         await conn.close()
 
 
+async def test_metrics_answer_only_the_monitoring_network(database_url: str, mqtt_url: str) -> None:
+    await seed_accounts_and_city(database_url)
+    elsewhere = settings_for(database_url, mqtt_url, metrics_networks=("10.8.0.0/16",))
+    # We are 127.0.0.1, not the scraper; a forwarded address changes nothing.
+    forwarded = {"X-Forwarded-For": "10.8.0.5"}
+    async with (
+        running_server(elsewhere),
+        aiohttp.ClientSession() as http,
+        http.get(f"{base_url(elsewhere)}/metrics", headers=forwarded) as r,
+    ):
+        assert r.status == 403
+        assert (await r.json())["error"]["code"] == "forbidden"
+    here = settings_for(database_url, mqtt_url)  # the host itself, by default
+    async with (
+        running_server(here),
+        aiohttp.ClientSession() as http,
+        http.get(f"{base_url(here)}/metrics") as r,
+    ):
+        assert r.status == 200
+        assert "emergency_" in await r.text()
+
+
 async def test_password_and_role_changes_end_sessions(database_url: str, mqtt_url: str) -> None:
     tokens, ids = await seed_accounts_and_city(database_url)
     settings = settings_for(database_url, mqtt_url)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from command import api_routes
-from command.client_address import client_address, parse_networks
+from command.client_address import client_address, parse_networks, peer_in
 from command.http_guard import cross_site_refusal, outcome_of, page_csp, security_headers, tile_source
 from command.production import settings_problems
 from command.settings import Settings, load
@@ -39,6 +39,18 @@ PROXIES = parse_networks(["10.0.0.0/8", "::1"])
 )
 def test_client_address(peer: str | None, forwarded: list[str], expected: str) -> None:
     assert client_address(peer, forwarded, PROXIES) == expected
+
+
+def test_metrics_are_for_the_monitoring_network_by_its_own_address() -> None:
+    assert load({}).metrics_networks == ("127.0.0.0/8", "::1")
+    networks = parse_networks(load({"EMERGENCY_METRICS_NETWORKS": "10.8.0.0/16"}).metrics_networks)
+    assert peer_in("10.8.3.4", networks)
+    assert not peer_in("10.9.0.1", networks)
+    assert not peer_in("127.0.0.1", networks)
+    assert not peer_in(None, networks)
+    assert peer_in("::ffff:10.8.0.1", networks)
+    with pytest.raises(ValueError, match="EMERGENCY_METRICS_NETWORKS"):
+        load({"EMERGENCY_METRICS_NETWORKS": "everyone"})
 
 
 def test_bad_proxy_entries_are_refused_at_start() -> None:
