@@ -723,10 +723,10 @@ ROUTES: tuple[Route, ...] = (
     _r(
         "GET",
         "/metrics",
-        "Prometheus metrics",
+        "Prometheus metrics, for the monitoring network only (EMERGENCY_METRICS_NETWORKS)",
         None,
         "operations",
-        {200: _TEXT},
+        {200: _TEXT, 403: _ref("Error")},
         response_media="text/plain",
     ),
     _r(
