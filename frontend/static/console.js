@@ -6,8 +6,9 @@
 // Two halves:
 //   * a pure core (ConsoleState, sorting, backoff, formatting) that touches no DOM,
 //     no socket and no clock of its own, exported so Node can test it;
-//   * the browser edge (map, DOM, WebSocket, fetch, audio), started by boot()
-//     only when a document exists.
+//   * the browser edge (map, DOM, the views), started by boot() only when a
+//     document exists; the header, sign-in, WebSocket, fetch and audio it
+//     shares with the field app are page.js's.
 //
 // Invariants:
 //   * Server strings never reach innerHTML: the DOM is built with textContent,
@@ -18,9 +19,9 @@
 //   * The token lives only in memory; the HttpOnly cookie is what persists.
 
 import {
-  t, label, has, getLang, setLang, detectLang, onLangChange, applyI18n, missingKeys,
-  KINDS, SEVERITIES, ACTIVE_STATUSES, TERMINAL_STATUSES, UNIT_STATUSES, LANGS,
+  t, label, has, getLang, KINDS, SEVERITIES, ACTIVE_STATUSES, TERMINAL_STATUSES, UNIT_STATUSES, LANGS,
 } from "./i18n.js";
+import { Page, startPage, errorMessage } from "./page.js";
 
 // ---------------------------------------------------------------------------
 // Pure core
@@ -154,18 +155,6 @@ export function matchesFilters(inc, filters = {}) {
   if (filters.status && inc.status !== filters.status) return false;
   if (filters.district && String(inc.district ?? "") !== filters.district) return false;
   return true;
-}
-
-/**
- * Reconnect delay in ms for the given attempt (0-based): exponential from
- * 0.5 s, capped at 10 s, with "equal jitter" (half fixed, half random) so a
- * room full of consoles does not reconnect in lock-step after a restart.
- */
-export function backoffDelay(attempt, random = Math.random) {
-  const base = 500;
-  const cap = 10000;
-  const ceiling = Math.min(cap, base * 2 ** Math.max(0, Math.min(attempt, 20)));
-  return Math.round(ceiling / 2 + random() * (ceiling / 2));
 }
 
 /** Human age of something that started at `fromMs`, as of `nowMs`. */
@@ -773,14 +762,6 @@ function isNarrowScreen() {
   return typeof window.matchMedia === "function" && window.matchMedia(NARROW_SCREEN).matches;
 }
 
-function safeStorage() {
-  try {
-    return window.localStorage;
-  } catch (_) {
-    return null;
-  }
-}
-
 /** A small DOM builder: el("span", {class: "x", dataset: {a: 1}}, "text", child). */
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -848,55 +829,6 @@ function popupBody(heading, rows, extra) {
   return el("div", { class: "popup" }, el("h3", { class: "popup-title", text: heading || t("field.none") }), dl, extra);
 }
 
-// --- HTTP -------------------------------------------------------------------
-
-class Api {
-  constructor() {
-    this.token = null; // memory only
-  }
-
-  /** @returns {Promise<{status:number, body:any}>} status 0 = network failure */
-  async request(method, path, payload) {
-    const headers = { Accept: "application/json" };
-    if (payload !== undefined) headers["Content-Type"] = "application/json";
-    if (this.token) headers.Authorization = `Bearer ${this.token}`;
-    let resp;
-    try {
-      resp = await fetch(path, {
-        method,
-        headers,
-        credentials: "same-origin",
-        cache: "no-store",
-        body: payload === undefined ? undefined : JSON.stringify(payload),
-      });
-    } catch (_) {
-      return { status: 0, body: null };
-    }
-    let body = null;
-    try {
-      body = await resp.json();
-    } catch (_) {
-      body = null;
-    }
-    return { status: resp.status, body };
-  }
-}
-
-function errorMessage(body, fallbackKey) {
-  const msg = body && body.error && typeof body.error === "object" ? body.error.message : null;
-  return msg ? String(msg) : t(fallbackKey);
-}
-
-// --- WebSocket feed ----------------------------------------------------------
-
-// The console's half of the heartbeat: browsers cannot send WebSocket pings,
-// so it sends {"type":"ping"} and the server answers "pong". A socket that
-// has said nothing for DEAD_AFTER_MS (two missed pongs) is dead even if the
-// browser has not noticed (a half-open TCP connection after a network change):
-// drop it and resume by seq.
-export const PING_EVERY_MS = 15000;
-export const DEAD_AFTER_MS = 35000;
-
 /** Parse ?bbox=west,south,east,north (a wall display of one area), or null. */
 export function bboxFromQuery(search) {
   const raw = new URLSearchParams(search).get("bbox");
@@ -905,211 +837,15 @@ export function bboxFromQuery(search) {
   return parts.length === 4 && parts.every(Number.isFinite) ? parts : null;
 }
 
-/**
- * One reconnecting WebSocket. Owns its timers; the console tells it what to
- * say in hello (since/token) and hears every parsed frame.
- */
-class Feed {
-  constructor({ hello, onMessage, onState, onUnauthorized, bbox = null }) {
-    this.hello = hello;
-    this.onMessage = onMessage;
-    this.onState = onState;
-    this.onUnauthorized = onUnauthorized;
-    this.bbox = bbox;
-    this.beat = null;
-    this.lastHeard = 0;
-    this.pings = 0;
-    this.ws = null;
-    this.timer = null;
-    this.attempt = 0;
-    this.running = false;
-    this.openedAt = 0;
-    this.everOpen = false;
-  }
-
-  start() {
-    if (this.running) return;
-    this.running = true;
-    this.attempt = 0;
-    this.everOpen = false;
-    this._connect();
-  }
-
-  stop() {
-    this.running = false;
-    clearTimeout(this.timer);
-    this.timer = null;
-    clearInterval(this.beat);
-    this.beat = null;
-    const ws = this.ws;
-    this.ws = null;
-    if (ws) {
-      try {
-        ws.close(1000, "client stop");
-      } catch (_) { /* already closed */ }
-    }
-    this.onState("offline");
-  }
-
-  /** Skip the wait (the browser came back online). */
-  nudge() {
-    if (!this.running || this.ws) return;
-    clearTimeout(this.timer);
-    this.timer = null;
-    this.attempt = 0;
-    this._connect();
-  }
-
-  _url() {
-    const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
-    return `${scheme}//${window.location.host}/ws`;
-  }
-
-  _connect() {
-    this.timer = null;
-    if (!this.running) return;
-    this.onState(this.everOpen || this.attempt > 0 ? "reconnecting" : "connecting");
-    let ws;
-    try {
-      ws = new WebSocket(this._url());
-    } catch (_) {
-      this._schedule();
-      return;
-    }
-    this.ws = ws;
-    ws.onopen = () => {
-      if (ws !== this.ws) return;
-      this.everOpen = true;
-      this.openedAt = Date.now();
-      ws.send(JSON.stringify(this.hello()));
-      if (this.bbox) ws.send(JSON.stringify({ type: "subscribe", bbox: this.bbox }));
-      this.lastHeard = Date.now();
-      clearInterval(this.beat);
-      this.beat = setInterval(() => this._heartbeat(ws), PING_EVERY_MS);
-      this.onState("live");
-    };
-    ws.onmessage = (e) => {
-      if (ws !== this.ws) return;
-      let msg;
-      try {
-        msg = JSON.parse(e.data);
-      } catch (_) {
-        return; // not JSON: nothing we can apply
-      }
-      this.attempt = 0;
-      this.lastHeard = Date.now();
-      if (msg && msg.type === "pong") return;
-      this.onMessage(msg);
-    };
-    ws.onerror = () => { /* a close event always follows */ };
-    ws.onclose = (e) => {
-      if (ws !== this.ws) return; // a socket we already gave up on
-      this.ws = null;
-      clearInterval(this.beat);
-      this.beat = null;
-      if (!this.running) return;
-      if (e.code === 4401) {
-        this.running = false;
-        this.onState("offline");
-        this.onUnauthorized();
-        return;
-      }
-      // A connection that lived a while was healthy: start the backoff over.
-      if (this.openedAt && Date.now() - this.openedAt > 5000) this.attempt = 0;
-      this.openedAt = 0;
-      this._schedule();
-    };
-  }
-
-  _heartbeat(ws) {
-    if (ws !== this.ws) return;
-    if (Date.now() - this.lastHeard > DEAD_AFTER_MS) {
-      // Silent too long: give up on this socket without waiting for a close
-      // handshake that may never come, and resume on a new one.
-      clearInterval(this.beat);
-      this.beat = null;
-      this.ws = null;
-      try {
-        ws.close(4000, "heartbeat lost");
-      } catch (_) { /* already closed */ }
-      this._schedule();
-      return;
-    }
-    try {
-      this.pings += 1;
-      ws.send(JSON.stringify({ type: "ping", id: this.pings }));
-    } catch (_) { /* closing: onclose reconnects */ }
-  }
-
-  _schedule() {
-    const delay = backoffDelay(this.attempt);
-    this.attempt += 1;
-    const offline = typeof navigator !== "undefined" && navigator.onLine === false;
-    this.onState(offline ? "offline" : "reconnecting", delay);
-    this.timer = setTimeout(() => this._connect(), delay);
-  }
-}
-
-// --- Sound --------------------------------------------------------------------
-
-class Beeper {
-  constructor(enabled) {
-    this.enabled = enabled;
-    this.ctx = null;
-    this.last = 0;
-  }
-
-  /** Browsers start audio suspended until a user gesture; call from one. */
-  unlock() {
-    const ctx = this._context();
-    if (ctx && ctx.state === "suspended") ctx.resume().catch(() => {});
-  }
-
-  _context() {
-    if (!this.ctx) {
-      const AC = window.AudioContext || window.webkitAudioContext;
-      if (!AC) return null;
-      try {
-        this.ctx = new AC();
-      } catch (_) {
-        return null;
-      }
-    }
-    return this.ctx;
-  }
-
-  beep() {
-    if (!this.enabled) return;
-    const now = performance.now();
-    if (now - this.last < 1500) return; // a burst of incidents is one beep, not a siren
-    this.last = now;
-    const ctx = this._context();
-    if (!ctx) return;
-    if (ctx.state === "suspended") ctx.resume().catch(() => {});
-    try {
-      const start = ctx.currentTime + 0.01;
-      [[880, 0], [1175, 0.16]].forEach(([freq, offset]) => {
-        const osc = ctx.createOscillator();
-        const gain = ctx.createGain();
-        osc.type = "sine";
-        osc.frequency.value = freq;
-        gain.gain.setValueAtTime(0.0001, start + offset);
-        gain.gain.exponentialRampToValueAtTime(0.25, start + offset + 0.02);
-        gain.gain.exponentialRampToValueAtTime(0.0001, start + offset + 0.14);
-        osc.connect(gain).connect(ctx.destination);
-        osc.start(start + offset);
-        osc.stop(start + offset + 0.15);
-      });
-    } catch (_) { /* audio is a courtesy, never a failure */ }
-  }
-}
-
 // --- The console ----------------------------------------------------------------
 
-class Console {
+class Console extends Page {
   constructor() {
-    this.api = new Api();
-    this.state = new ConsoleState();
+    super({
+      state: new ConsoleState(),
+      soundKey: SOUND_KEY,
+      bbox: typeof window !== "undefined" ? bboxFromQuery(window.location.search) : null,
+    });
     this.role = null;
     this.username = null;
     this.filters = { kind: "", status: "", district: "" };
@@ -1125,9 +861,6 @@ class Console {
       dashboard: { kind: null, district: null, resp: null, loading: false, at: 0, gen: 0, days: DEFAULT_PERIOD, width: 0 },
       dead: { data: null, resp: null, loading: false, at: 0, gen: 0 },
     };
-    this.connState = "offline";
-    this.retryMs = null;
-    this.view = "loading";
 
     this.map = null;
     this.layers = null;
@@ -1153,52 +886,26 @@ class Console {
     this.pending = { reset: false, incidents: new Set(), units: new Set(), queue: false, detail: false };
     this.flushScheduled = false;
 
-    const storage = safeStorage();
-    this.beeper = new Beeper(!(storage && storage.getItem(SOUND_KEY) === "off"));
-
-    this.feed = new Feed({
-      hello: () => {
-        const msg = { type: "hello" };
-        if (this.api.token) msg.token = this.api.token;
-        if (this.state.lastSeq !== null) msg.since = this.state.lastSeq;
-        return msg;
-      },
-      onMessage: (msg) => this.onMessage(msg),
-      onState: (s, retryMs) => this.setConnState(s, retryMs),
-      onUnauthorized: () => this.showLogin(t("login.expired")),
-      bbox: typeof window !== "undefined" ? bboxFromQuery(window.location.search) : null,
-    });
-
-    this.$ = (id) => document.getElementById(id);
     // Symbols grow with the root font size (which grows with the screen), so a
     // wall screen's markers are as readable across the room as a laptop's.
     const rootPx = parseFloat(getComputedStyle(document.documentElement).fontSize) || 15;
     this.symbolScale = Math.min(2, Math.max(1, rootPx / 15));
   }
 
-  // ---- start-up ----
+  // ---- start-up (Page.boot) ----
 
-  async boot() {
-    const storage = safeStorage();
-    setLang(detectLang(storage, navigator.languages || [navigator.language]), null);
-    const gaps = missingKeys();
-    if (gaps.zh.length || gaps.en.length) console.warn("i18n: missing keys", gaps);
-
-    this.bindHeader();
-    this.bindLogin();
+  bindPage() {
     this.bindQueue();
     this.bindDetail();
     this.bindNav();
     this.bindBoards();
     this.wantedTab = tabFromHash(window.location.hash);
-    onLangChange(() => this.relabel());
-    this.relabel();
+  }
 
-    window.addEventListener("online", () => this.feed.nudge());
+  async start() {
     window.addEventListener("offline", () => {
       if (!this.feed.ws && this.feed.running) this.setConnState("offline");
     });
-    document.addEventListener("pointerdown", () => this.beeper.unlock(), { passive: true });
     setInterval(() => this.refreshAges(), 15000);
     setInterval(() => this.tickDetail(), 1000);
     setInterval(() => this.tick(), 1000);
@@ -1240,14 +947,7 @@ class Console {
     this.clearLiveViews();
     this.clearDataLayers();
     this.clearBoards();
-    this.setView("login");
-    const err = this.$("login-error");
-    err.hidden = !message;
-    err.textContent = message || "";
-    const pw = this.$("login-password");
-    pw.value = "";
-    const user = this.$("login-username");
-    (user.value ? pw : user).focus();
+    this.showLoginForm(message);
   }
 
   showConsole() {
@@ -1280,38 +980,7 @@ class Console {
     else this.renderNav();
   }
 
-  // ---- header ----
-
-  bindHeader() {
-    const lang = this.$("lang-select");
-    lang.value = getLang();
-    lang.addEventListener("change", () => setLang(lang.value, safeStorage()));
-
-    this.$("logout-button").addEventListener("click", async () => {
-      this.feed.stop();
-      await this.api.request("POST", "/api/logout", {});
-      this.showLogin();
-    });
-
-    this.$("sound-toggle").addEventListener("click", () => {
-      this.beeper.enabled = !this.beeper.enabled;
-      const storage = safeStorage();
-      try {
-        if (storage) storage.setItem(SOUND_KEY, this.beeper.enabled ? "on" : "off");
-      } catch (_) { /* remembered for this page only */ }
-      if (this.beeper.enabled) this.beeper.unlock();
-      this.renderSound();
-    });
-
-    this.$("message-dismiss").addEventListener("click", () => this.showMessage(null));
-  }
-
-  renderSound() {
-    const btn = this.$("sound-toggle");
-    btn.textContent = this.beeper.enabled ? t("sound.on") : t("sound.off");
-    btn.setAttribute("aria-pressed", this.beeper.enabled ? "true" : "false");
-    btn.title = t("sound.title");
-  }
+  // ---- header (the rest is Page's) ----
 
   renderUser() {
     const node = this.$("user-info");
@@ -1322,65 +991,16 @@ class Console {
     node.hidden = this.view !== "console" || parts.length === 0;
   }
 
-  setConnState(state, retryMs) {
-    this.connState = state;
-    this.retryMs = retryMs ?? null;
-    this.renderConnState();
+  // ---- login (the form is Page's) ----
+
+  whoSignedIn(body, username) {
+    return { role: body.role ? String(body.role) : null, username };
   }
 
-  renderConnState() {
-    const node = this.$("connection-state");
-    node.dataset.state = this.connState;
-    const seq = this.state.lastSeq;
-    node.dataset.seq = seq === null ? "" : String(seq);
-    this.$("connection-text").textContent = t(`conn.${this.connState}`);
-    this.$("last-seq").textContent = seq === null ? "" : t("conn.seq", { seq });
-    node.title = this.retryMs !== null && this.connState !== "live"
-      ? t("conn.retry_in", { s: (this.retryMs / 1000).toFixed(1) })
-      : t("conn.label");
-  }
-
-  showMessage(text) {
-    const banner = this.$("message-banner");
-    this.$("message-text").textContent = text || "";
-    banner.hidden = !text;
-  }
-
-  // ---- login ----
-
-  bindLogin() {
-    const form = this.$("login-form");
-    form.addEventListener("submit", async (e) => {
-      e.preventDefault();
-      const username = this.$("login-username").value.trim();
-      const password = this.$("login-password").value;
-      const button = this.$("login-submit");
-      const err = this.$("login-error");
-      if (!username || !password) {
-        err.textContent = t("login.failed");
-        err.hidden = false;
-        return;
-      }
-      this.beeper.unlock(); // a click: the moment browsers allow audio
-      button.disabled = true;
-      button.textContent = t("login.busy");
-      err.hidden = true;
-      const resp = await this.api.request("POST", "/api/login", { username, password });
-      button.disabled = false;
-      button.textContent = t("login.submit");
-      this.$("login-password").value = "";
-      if (resp.status === 200 && resp.body && resp.body.token) {
-        this.api.token = String(resp.body.token);
-        this.role = resp.body.role ? String(resp.body.role) : null;
-        this.username = username;
-        this.showMessage(null);
-        this.showConsole();
-        return;
-      }
-      err.textContent = resp.status === 0 ? t("login.network") : errorMessage(resp.body, "login.failed");
-      err.hidden = false;
-      this.$("login-password").focus();
-    });
+  signedIn(who) {
+    this.role = who.role;
+    this.username = who.username;
+    this.showConsole();
   }
 
   // ---- map ----
@@ -2856,13 +2476,10 @@ class Console {
   // ---- language ----
 
   relabel() {
-    applyI18n(document);
+    this.relabelChrome();
     document.title = t("app.title");
     document.documentElement.lang = getLang();
-    this.$("lang-select").value = getLang();
-    this.renderSound();
     this.renderUser();
-    this.renderConnState();
     this.renderFilters();
     this.renderNav();
     this.relabelBoards();
@@ -3751,24 +3368,9 @@ class Console {
 
 // ---------------------------------------------------------------------------
 
-if (typeof window !== "undefined" && typeof document !== "undefined") {
-  const start = () => {
-    // The field app (field.html) imports this module for its parts; only the console page boots a console.
-    if (!document.getElementById("console-view")) return;
-    if (typeof L === "undefined") {
-      setLang(detectLang(safeStorage(), navigator.languages || [navigator.language]), null);
-      document.body.textContent = t("msg.leaflet_missing");
-      return;
-    }
-    const app = new Console();
-    // A handle for debugging and browser tests (read-only use intended).
-    window.emergencyConsole = app;
-    app.boot().catch((err) => console.error("console boot failed", err));
-  };
-  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
-  else start();
-}
+// The field app (field.html) imports this module for its parts; only the console page boots a console.
+startPage({ viewId: "console-view", handle: "emergencyConsole", name: "console", create: () => new Console() });
 
 export { LANGS };
-// The browser-edge parts the field app (static/field.js) shares with the console.
-export { Api, Feed, Beeper, el, fmtTime, fmtCoords, safeStorage, errorMessage, hasPosition };
+// The browser-edge helpers the field app (static/field.js) shares with the console.
+export { el, fmtTime, fmtCoords, hasPosition };

@@ -18,13 +18,12 @@
 //     dispatch event or snapshot the page asks GET /api/my/dispatches again.
 //   * The token lives only in memory; the HttpOnly cookie is what persists.
 
+import { t, label, getLang, SEVERITIES, UNIT_STATUSES } from "./i18n.js";
 import {
-  t, label, getLang, setLang, detectLang, onLangChange, applyI18n, missingKeys, SEVERITIES, UNIT_STATUSES,
-} from "./i18n.js";
-import {
-  Api, Feed, Beeper, ConsoleState, el, fmtTime, fmtCoords, safeStorage, errorMessage, hasPosition,
-  backoffDelay, formatEta, formatDistance, formatCountdown, classToken, DISPATCH_ACTIVE, escapeHtml,
+  ConsoleState, el, fmtTime, fmtCoords, hasPosition,
+  formatEta, formatDistance, formatCountdown, classToken, DISPATCH_ACTIVE, escapeHtml,
 } from "./console.js";
+import { Page, startPage, safeStorage, errorMessage, backoffDelay } from "./page.js";
 
 // ---------------------------------------------------------------------------
 // Pure core
@@ -334,14 +333,10 @@ function userActivated() {
   return typeof navigator.userActivation === "undefined" || navigator.userActivation.hasBeenActive;
 }
 
-class FieldApp {
+class FieldApp extends Page {
   constructor() {
-    this.api = new Api();
-    this.state = new ConsoleState();
-    this.view = "loading";
+    super({ state: new ConsoleState(), soundKey: SOUND_KEY });
     this.me = null; // {username, role, unit_id}
-    this.connState = "offline";
-    this.retryMs = null;
 
     this.current = null; // the active dispatch
     this.last = null; // the newest finished dispatch
@@ -380,36 +375,15 @@ class FieldApp {
     this.placesById = { hazards: new Map(), sites: new Map() };
     this.districts = new Map(); // id -> {name, name_zh}
     this.refreshTimers = new Map();
-
-    const storage = safeStorage();
-    this.beeper = new Beeper(!(storage && storage.getItem(SOUND_KEY) === "off"));
-    this.feed = new Feed({
-      hello: () => {
-        const msg = { type: "hello" };
-        if (this.api.token) msg.token = this.api.token;
-        if (this.state.lastSeq !== null) msg.since = this.state.lastSeq;
-        return msg;
-      },
-      onMessage: (msg) => this.onMessage(msg),
-      onState: (s, retryMs) => this.setConnState(s, retryMs),
-      onUnauthorized: () => this.showLogin(t("login.expired")),
-    });
-    this.$ = (id) => document.getElementById(id);
   }
 
-  // ---- start-up ----
+  // ---- start-up (Page.boot) ----
 
-  async boot() {
-    setLang(detectLang(safeStorage(), navigator.languages || [navigator.language]), null);
-    const gaps = missingKeys();
-    if (gaps.zh.length || gaps.en.length) console.warn("i18n: missing keys", gaps);
-    this.bindHeader();
-    this.bindLogin();
+  bindPage() {
     this.bindField();
-    onLangChange(() => this.relabel());
-    this.relabel();
-    window.addEventListener("online", () => this.feed.nudge());
-    document.addEventListener("pointerdown", () => this.beeper.unlock(), { passive: true });
+  }
+
+  async start() {
     setInterval(() => this.tick(), 1000);
     await this.probe(0);
   }
@@ -504,13 +478,7 @@ class FieldApp {
   showLogin(message) {
     this.reset();
     this.rememberSignIn(false); // the session is over: the next visit starts at the form
-    this.setView("login");
-    const err = this.$("login-error");
-    err.hidden = !message;
-    err.textContent = message || "";
-    this.$("login-password").value = "";
-    const user = this.$("login-username");
-    (user.value ? this.$("login-password") : user).focus();
+    this.showLoginForm(message);
   }
 
   showWrongRole() {
@@ -533,105 +501,26 @@ class FieldApp {
   }
 
   relabel() {
-    applyI18n(document);
+    this.relabelChrome();
     document.title = t("fieldapp.page_title");
-    this.$("lang-select").value = getLang();
-    this.renderSound();
-    this.renderConnState();
     this.renderWrongRole();
     this.renderAll();
   }
 
-  showMessage(text) {
-    this.$("message-text").textContent = text || "";
-    this.$("message-banner").hidden = !text;
+  // ---- header and login (the rest is Page's) ----
+
+  signOut() {
+    this.stopGeo(); // no position report is sent while the session ends
+    return super.signOut();
   }
 
-  // ---- header and login ----
-
-  bindHeader() {
-    const lang = this.$("lang-select");
-    lang.addEventListener("change", () => setLang(lang.value, safeStorage()));
-    this.$("logout-button").addEventListener("click", async () => {
-      this.feed.stop();
-      this.stopGeo();
-      await this.api.request("POST", "/api/logout", {});
-      this.rememberSignIn(false);
-      this.showLogin();
-    });
-    this.$("sound-toggle").addEventListener("click", () => {
-      this.beeper.enabled = !this.beeper.enabled;
-      const storage = safeStorage();
-      try {
-        if (storage) storage.setItem(SOUND_KEY, this.beeper.enabled ? "on" : "off");
-      } catch (_) { /* remembered for this page only */ }
-      if (this.beeper.enabled) this.beeper.unlock();
-      this.renderSound();
-    });
-    this.$("message-dismiss").addEventListener("click", () => this.showMessage(null));
+  soundTitle() {
+    return t("fieldapp.sound_title");
   }
 
-  renderSound() {
-    const btn = this.$("sound-toggle");
-    btn.textContent = this.beeper.enabled ? t("sound.on") : t("sound.off");
-    btn.setAttribute("aria-pressed", this.beeper.enabled ? "true" : "false");
-    btn.title = t("fieldapp.sound_title");
-  }
-
-  setConnState(state, retryMs) {
-    this.connState = state;
-    this.retryMs = retryMs ?? null;
-    this.renderConnState();
-  }
-
-  renderConnState() {
-    const node = this.$("connection-state");
-    node.dataset.state = this.connState;
-    const seq = this.state.lastSeq;
-    node.dataset.seq = seq === null ? "" : String(seq);
-    this.$("connection-text").textContent = t(`conn.${this.connState}`);
-    this.$("last-seq").textContent = seq === null ? "" : t("conn.seq", { seq });
-    node.title = this.retryMs !== null && this.connState !== "live"
-      ? t("conn.retry_in", { s: (this.retryMs / 1000).toFixed(1) })
-      : t("conn.label");
-  }
-
-  bindLogin() {
-    this.$("login-form").addEventListener("submit", async (e) => {
-      e.preventDefault();
-      const username = this.$("login-username").value.trim();
-      const password = this.$("login-password").value;
-      const button = this.$("login-submit");
-      const err = this.$("login-error");
-      if (!username || !password) {
-        err.textContent = t("login.failed");
-        err.hidden = false;
-        return;
-      }
-      this.beeper.unlock(); // a click: the moment browsers allow audio
-      button.disabled = true;
-      button.textContent = t("login.busy");
-      err.hidden = true;
-      const resp = await this.api.request("POST", "/api/login", { username, password });
-      let me = null;
-      if (resp.status === 200 && resp.body && resp.body.token) {
-        this.api.token = String(resp.body.token);
-        const who = await this.api.request("GET", "/api/me");
-        me = who.status === 200 && who.body ? who.body : null;
-      }
-      button.disabled = false;
-      button.textContent = t("login.submit");
-      this.$("login-password").value = "";
-      if (me) {
-        this.showMessage(null);
-        this.signedIn(me);
-        return;
-      }
-      this.api.token = null;
-      err.textContent = resp.status === 0 ? t("login.network") : errorMessage(resp.body, "login.failed");
-      err.hidden = false;
-      this.$("login-password").focus();
-    });
+  async whoSignedIn() {
+    const who = await this.api.request("GET", "/api/me");
+    return who.status === 200 && who.body ? who.body : null;
   }
 
   renderWrongRole() {
@@ -1561,19 +1450,4 @@ class FieldApp {
 
 // ---------------------------------------------------------------------------
 
-if (typeof window !== "undefined" && typeof document !== "undefined") {
-  const start = () => {
-    if (!document.getElementById("field-view")) return;
-    if (typeof L === "undefined") {
-      setLang(detectLang(safeStorage(), navigator.languages || [navigator.language]), null);
-      document.body.textContent = t("msg.leaflet_missing");
-      return;
-    }
-    const app = new FieldApp();
-    // A handle for debugging and browser tests (read-only use intended).
-    window.emergencyField = app;
-    app.boot().catch((err) => console.error("field app boot failed", err));
-  };
-  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
-  else start();
-}
+startPage({ viewId: "field-view", handle: "emergencyField", name: "field app", create: () => new FieldApp() });

@@ -3,9 +3,10 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 
 import {
-  ConsoleState, queueOf, backoffDelay, formatAge, escapeHtml, classToken, isTerminal,
+  ConsoleState, queueOf, formatAge, escapeHtml, classToken, isTerminal,
   etaMinutes, formatEta, formatDistance, bboxFromQuery,
 } from "../static/console.js";
+import { backoffDelay } from "../static/page.js";
 import { missingKeys, t, setLang, label, detectLang, KINDS, SEVERITIES, UNIT_STATUSES, ACTIVE_STATUSES, TERMINAL_STATUSES, has } from "../static/i18n.js";
 
 const incident = (id, severity, updated, extra = {}) => ({

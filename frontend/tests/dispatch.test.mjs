@@ -203,7 +203,9 @@ test("dispatch.* and task.* events are reported as activity; others are not", ()
 
 test("every string the console asks for exists in both languages", () => {
   assert.deepEqual(missingKeys(), { zh: [], en: [] });
-  const source = readFileSync(new URL("../static/console.js", import.meta.url), "utf8");
+  // The console's strings, and those of the header and sign-in it shares with the field app.
+  const source = readFileSync(new URL("../static/console.js", import.meta.url), "utf8")
+    + readFileSync(new URL("../static/page.js", import.meta.url), "utf8");
   const keys = new Set([...source.matchAll(/\bt\("([a-z_]+(?:\.[A-Za-z_-]+)+)"/g)].map((m) => m[1]));
   assert.ok(keys.size > 100, `found only ${keys.size} keys`);
   // Keys handed over as data (the add-task form's errors) are asked for too.

@@ -193,6 +193,7 @@ test("clock time is HH:MM local", () => {
 
 test("every key field.js asks for is in both dictionaries and translated", () => {
   const source = readFileSync(new URL("../static/field.js", import.meta.url), "utf8")
+    + readFileSync(new URL("../static/page.js", import.meta.url), "utf8")
     + readFileSync(new URL("../field.html", import.meta.url), "utf8");
   const keys = new Set([
     ...[...source.matchAll(/\bt\("([a-z_]+(?:\.[A-Za-z_-]+)+)"/g)].map((m) => m[1]),

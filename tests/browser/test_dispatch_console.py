@@ -29,6 +29,13 @@ from tests.integration.helpers import running_server, seed_minimal, settings_for
 PLANS = Path(__file__).resolve().parents[2] / "dispatch" / "plans.toml"
 # Where every phone report in these tests happens.
 SCENE = {"lat": 30.27, "lon": 120.15}
+# Scroll to the first match of a selector and return its box, in one turn of the page's event loop.
+SCROLL_AND_MEASURE = """(selector) => {
+  const node = document.querySelector(selector);
+  node.scrollIntoView({ block: "nearest" });
+  const r = node.getBoundingClientRect();
+  return { x: r.x, width: r.width };
+}"""
 
 
 async def seed_city(database_url: str) -> dict[str, str]:
@@ -385,12 +392,13 @@ async def test_tasks_false_alarm_and_a_phone_screen(
         await expect(page.locator("#incident-queue")).to_be_hidden()
         await expect(detail).to_be_visible()
         assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+        # Each control is scrolled to and measured in one step in the page: the panel is
+        # rebuilt when the refresh the false alarm's events scheduled lands (up to 2 s
+        # later), and a control found a moment ago may be gone by the time it is measured.
         for selector in ("#dispatch-recommended", ".task-form .task-add", ".status-action"):
-            target = detail.locator(selector).first
-            await target.scroll_into_view_if_needed()
-            box = await target.bounding_box()
-            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, (selector, box)
-        await detail.locator('[data-section="tasks"]').scroll_into_view_if_needed()
+            box = await page.evaluate(SCROLL_AND_MEASURE, f"#incident-detail {selector}")
+            assert box["width"] > 0 and box["x"] >= 0 and box["x"] + box["width"] <= 390, (selector, box)
+        await page.evaluate(SCROLL_AND_MEASURE, '#incident-detail [data-section="tasks"]')
         await page.screenshot(path=artifacts / "console-tasks-mobile.png")
         assert_no_page_errors(page)
 
