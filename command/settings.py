@@ -88,8 +88,8 @@ class Settings:
     direct_database_url: str | None = field(default=None, repr=False)
     session_expiry_s: int = 7 * 24 * 3600
     token_ttl_s: int = 12 * 3600
-    # Ingest groups alarms arriving within this window into one transaction.
-    batch_window_ms: float = 5.0
+    # Each ingest transaction takes every alarm that arrived while the
+    # previous one committed, up to this many (command/ingest.py).
     batch_max: int = 500
     # The broker sends at most this many unacknowledged QoS 1 messages; it is
     # also the bound of the ingest queue, which therefore can never overflow.

@@ -36,9 +36,13 @@ def test_a_host_name_that_is_no_valid_instance_name_asks_for_one(monkeypatch: py
         load(BASE)
 
 
-def test_the_share_group_defaults_to_emergency_and_may_be_empty() -> None:
+def test_plain_subscriptions_by_default_and_a_share_group_only_when_named() -> None:
     assert load(BASE | {"EMERGENCY_INSTANCE": "a"}).mqtt_share_group == ""
     assert load(BASE | {"EMERGENCY_INSTANCE": "a", "EMERGENCY_MQTT_SHARE_GROUP": ""}).mqtt_share_group == ""
+    assert (
+        load(BASE | {"EMERGENCY_INSTANCE": "a", "EMERGENCY_MQTT_SHARE_GROUP": "ops"}).mqtt_share_group
+        == "ops"
+    )
     with pytest.raises(ValueError, match="EMERGENCY_MQTT_SHARE_GROUP"):
         load(BASE | {"EMERGENCY_INSTANCE": "a", "EMERGENCY_MQTT_SHARE_GROUP": "a/b"})
 
