@@ -49,6 +49,12 @@ if [ ${#ext[@]} -gt 0 ]; then
     apt_install "${ext[@]}"
 fi
 
+# Debian's python3 makes a virtualenv only with python3-venv (ensurepip);
+# a Python built from source (pyenv, the official images) has it already.
+if [ ! -x .venv/bin/python ] && ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    apt_install python3-venv
+fi
+
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
