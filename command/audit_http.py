@@ -14,7 +14,7 @@ import asyncpg
 from aiohttp import web
 
 from command import audit
-from command.client_address import client_address, networks_of
+from command.client_address import client_address, networks_of, peer_in
 from command.feed_protocol import Principal
 from command.keys import SETTINGS
 
@@ -29,6 +29,19 @@ def client_of(request: web.Request) -> str:
     """The client's address: X-Forwarded-For only when a trusted proxy sent it."""
     proxies = networks_of(request.app[SETTINGS].trusted_proxies)
     return client_address(request.remote, request.headers.getall("X-Forwarded-For", []), proxies)
+
+
+def came_over_https(request: web.Request) -> bool:
+    """HTTPS to us, or to a trusted proxy that ended TLS and says so in
+    ``X-Forwarded-Proto`` (from anyone else the header is ignored)."""
+    if request.secure:
+        return True
+    if not peer_in(request.remote, networks_of(request.app[SETTINGS].trusted_proxies)):
+        return False
+    # The client-facing proxy's value comes first when several proxies appended theirs.
+    headers = request.headers.getall("X-Forwarded-Proto", [])
+    values = [v.strip().lower() for h in headers for v in h.split(",")]
+    return bool(values) and values[0] == "https"
 
 
 async def audit_request(

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from command import audit, db_roles, login_limit
 from command.api_routes import Route, lookup, openapi
-from command.audit_http import AUDITED, REFUSAL, audit_request
+from command.audit_http import AUDITED, REFUSAL, audit_request, came_over_https
 from command.errors import ApiError
 from command.http_guard import outcome_of, page_csp, security_headers, tile_source
 from command.keys import POOL, SETTINGS
@@ -109,7 +109,7 @@ async def _add_headers(request: web.Request, response: web.StreamResponse) -> No
     headers = security_headers(
         page,
         request.path,
-        secure=request.secure,
+        secure=came_over_https(request),
         page_policy=request.app[PAGE_POLICY],
     )
     for name, value in headers.items():

@@ -18,7 +18,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from command import accounts, login_limit, queries
-from command.audit_http import audit_request, client_of
+from command.audit_http import audit_request, came_over_https, client_of
 from command.client_address import networks_of, peer_in
 from command.console_api import get_config
 from command.errors import ApiError as ApiError  # re-exported for the route modules
@@ -168,7 +168,7 @@ async def login(request: web.Request) -> web.Response:
         max_age=settings.token_ttl_s,
         httponly=True,
         samesite="Strict",
-        secure=request.secure,
+        secure=came_over_https(request),
         path="/",
     )
     return response
