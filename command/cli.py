@@ -43,6 +43,7 @@ from aiohttp import web
 from shapely.geometry import Point
 
 from command import accounts, audit, db, db_roles
+from command.access_log import AccessLogger
 from command.app import create_app
 from command.broker_accounts import Role
 from command.broker_cli import add_broker_commands, issue, usernames
@@ -187,7 +188,7 @@ async def _serve(
     The simulator logs in as ``simulator_mqtt`` (default: the server's own login).
     """
     app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=10)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=10, access_log_class=AccessLogger)
     await runner.setup()
     site = web.TCPSite(runner, settings.http_host, settings.http_port)
     await site.start()

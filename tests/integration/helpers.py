@@ -32,6 +32,7 @@ from shapely.geometry import LineString, MultiPolygon, Point, box
 from shapely.geometry.base import BaseGeometry
 
 from command import accounts, db
+from command.access_log import AccessLogger
 from command.app import create_app
 from command.broker_accounts import Role
 from command.migrations import migrate
@@ -117,7 +118,7 @@ def base_url(settings: Settings) -> str:
 async def running_server(settings: Settings) -> AsyncIterator[web.Application]:
     """The real application on a real port, shut down gracefully at exit."""
     app = create_app(settings)
-    runner = web.AppRunner(app, shutdown_timeout=5)
+    runner = web.AppRunner(app, shutdown_timeout=5, access_log_class=AccessLogger)
     await runner.setup()
     site = web.TCPSite(runner, settings.http_host, settings.http_port)
     await site.start()

@@ -249,6 +249,10 @@ async def test_no_token_or_password_reaches_a_log(
             assert await _status(http, base, "/api/me", token) == 200
             assert await _status(http, base, "/api/incidents?status=all", token) == 200
             assert await _status(http, base, "/api/me", bogus) == 401
+            # A misconfigured client puts a token in the URL: refused, and the
+            # access log names the path only (command/access_log.py).
+            async with http.get(f"{base}/api/units?token={token}") as r:
+                assert r.status == 401
             headers = {"Authorization": f"Bearer {token}"}
             report = {"kind": "fire", "severity": "Minor", "lat": 30.27, "lon": 120.15, "title": "Smoke"}
             async with http.post(base + "/api/incidents", json=report, headers=headers) as r:
@@ -273,7 +277,7 @@ async def test_no_token_or_password_reaches_a_log(
 
         records = caplog.records
         # The capture did see the server: its access log and its own warnings.
-        assert any(r.name == "aiohttp.access" and "/api/me" in r.getMessage() for r in records), [
+        assert any(r.name == "aiohttp.access" and "/api/units" in r.getMessage() for r in records), [
             r.name for r in records
         ]
         assert any(r.name.startswith("command") for r in records)
