@@ -3,11 +3,13 @@ settings, the route table."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from typing import Any
 
 import pytest
 
-from command import api_routes
+from command import api_routes, auth
 from command.client_address import client_address, parse_networks, peer_in
 from command.http_guard import cross_site_refusal, outcome_of, page_csp, security_headers, tile_source
 from command.production import settings_problems
@@ -200,3 +202,23 @@ def test_every_state_change_is_audited_and_every_route_is_described() -> None:
         and "viewer" in r.roles
         and r.path not in ("/api/logout", "/api/me/password")
     ]
+
+
+def test_passwords_are_salted_scrypt_with_their_parameters_and_old_hashes_still_verify() -> None:
+    first, second = auth.hash_password("correct horse"), auth.hash_password("correct horse")
+    assert first != second, "a fresh salt each time"
+    scheme, n, r, p, salt, digest = first.split("$")
+    assert (scheme, int(n), int(r), int(p)) == ("scrypt", 2**14, 8, 1)
+    assert (
+        len(base64.urlsafe_b64decode(salt + "==")) == 16 and len(base64.urlsafe_b64decode(digest + "=")) == 32
+    )
+    assert auth.verify_password("correct horse", first) and auth.verify_password("correct horse", second)
+    assert not auth.verify_password("correct horse!", first)
+    # Parameters travel with the hash: one made with weaker ones still verifies.
+    old_salt = b"\x07" * 16
+    old = hashlib.scrypt(b"pw", salt=old_salt, n=2**10, r=8, p=1, dklen=32)
+    stored = f"scrypt${2**10}$8$1${base64.urlsafe_b64encode(old_salt).decode().rstrip('=')}$" + (
+        base64.urlsafe_b64encode(old).decode().rstrip("=")
+    )
+    assert auth.verify_password("pw", stored) and not auth.verify_password("pw2", stored)
+    assert not auth.verify_password("pw", "md5$whatever") and not auth.verify_password("pw", "garbage")
