@@ -79,12 +79,19 @@ async def test_redelivered_alarm_changes_nothing(
         async with publisher(mqtt_url) as pub:
             for _ in range(3):
                 await pub.publish("sensors/S-1/alarm", alarm("same-id"))
-            await ws.until("incident.opened")
+            opened = await ws.until("incident.opened")
+            assert opened["data"]["last_alarm"]["id"] == "same-id"
             await pub.publish("sensors/S-1/alarm", alarm("marker"))
-            await ws.until("incident.updated")
+            # The copies announced nothing: the next event is the marker's.
+            following = await ws.events()
+            assert [(e["name"], e["data"]["last_alarm"]["id"]) for e in following] == [
+                ("incident.updated", "marker")
+            ]
         await wait_for_value(conn, "SELECT count(*) FROM alarms", 2)
         assert await conn.fetchval("SELECT count(*) FROM incidents") == 1
         assert await conn.fetchval("SELECT alarm_count FROM incidents") == 2
+        names = await conn.fetch("SELECT name FROM events WHERE name LIKE 'incident.%' ORDER BY seq")
+        assert [r["name"] for r in names] == ["incident.opened", "incident.updated"]
 
 
 async def test_malformed_payloads_are_dead_lettered_and_server_keeps_serving(
