@@ -94,6 +94,38 @@ async def test_redelivered_alarm_changes_nothing(
         assert [r["name"] for r in names] == ["incident.opened", "incident.updated"]
 
 
+async def test_an_alarm_its_event_cannot_follow_is_not_stored_either(
+    database_url: str, mqtt_url: str, conn: asyncpg.Connection
+) -> None:
+    """The alarm, its incident and the outbox event commit together or not at all:
+    a console can never miss a change the database holds."""
+    await seed_minimal(database_url)
+    await conn.execute(
+        """
+        CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.data -> 'last_alarm' ->> 'id' = 'poison' THEN
+                RAISE EXCEPTION 'this event may not be written';
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER poison BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION refuse_poison();
+        """
+    )
+    settings = settings_for(database_url, mqtt_url)
+    async with running_server(settings), publisher(mqtt_url) as pub:
+        await pub.publish("sensors/S-1/alarm", alarm("poison"))
+        await wait_for_value(conn, "SELECT count(*) FROM dead_letters", 1)
+        assert "this event may not be written" in await conn.fetchval("SELECT reason FROM dead_letters")
+        assert await conn.fetchval("SELECT count(*) FROM alarms") == 0
+        assert await conn.fetchval("SELECT count(*) FROM incidents") == 0
+        # The stream goes on: the next alarm opens the incident, with its event.
+        await pub.publish("sensors/S-1/alarm", alarm("fine"))
+        await wait_for_value(conn, "SELECT count(*) FROM alarms", 1)
+    assert await conn.fetchval("SELECT alarm_id FROM alarms") == "fine"
+    assert await conn.fetchval("SELECT count(*) FROM events WHERE name = 'incident.opened'") == 1
+
+
 async def test_malformed_payloads_are_dead_lettered_and_server_keeps_serving(
     database_url: str, mqtt_url: str, conn: asyncpg.Connection
 ) -> None:
