@@ -266,8 +266,13 @@ class Hub:
         except TimeoutError:
             await ws.close(code=CLOSE_POLICY, message=b"no hello")
             return
-        if first.type != WSMsgType.TEXT:
+        if first.type == WSMsgType.BINARY:
+            # Not a hello either: the client is told so, as for a bad text one.
+            await ws.send_str(error_frame("bad_hello", "first frame must be a JSON text frame"))
+            await ws.close(code=CLOSE_POLICY, message=b"bad hello")
             return
+        if first.type != WSMsgType.TEXT:
+            return  # the client closed (or the connection failed) before its hello
         try:
             hello = parse_hello(first.data)
         except BadHello as exc:
