@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import asyncpg
 from aiohttp import web
@@ -23,7 +24,7 @@ from aiohttp import web
 from command import accounts, db
 from command import web as routes
 from command.admin_api import add_admin_routes
-from command.correlation import parse_rules
+from command.correlation import RulesError, parse_rules
 from command.deadlines import watch_deadlines
 from command.delivery import Delivery
 from command.dispatch_api import add_dispatch_routes
@@ -33,14 +34,14 @@ from command.guard import install as install_guard
 from command.guard import security_ctx
 from command.hub import Hub
 from command.ingest import Ingest
-from command.keys import DELIVERY, HUB, METRICS, MQTT, PLANS, POOL, SETTINGS
+from command.keys import DELIVERY, HUB, METRICS, MQTT, PLANS, POOL, RULES, SETTINGS
 from command.metrics import Metrics
 from command.outbox import prune_events
 from command.settings import Settings
 from command.stats_api import add_stats_routes
 from command.store import mark_silent_sensors
 from command.users_api import add_user_routes
-from dispatch.plans import parse_plans
+from dispatch.plans import PlanError, parse_plans
 from sensors.mqtt import MqttSession
 from sensors.topics import shared_subscriptions
 
@@ -177,8 +178,7 @@ async def mqtt_ctx(app: web.Application) -> AsyncIterator[None]:
         receive_maximum=settings.receive_maximum,
     )
     app[MQTT] = session
-    rules = parse_rules(settings.correlation_rules_path.read_text())
-    ingest = Ingest(app[POOL], session, app[METRICS], rules=rules, batch_max=settings.batch_max)
+    ingest = Ingest(app[POOL], session, app[METRICS], rules=app[RULES], batch_max=settings.batch_max)
     task = _spawn("ingest", supervise("ingest", ingest.run))
     await session.start()
     yield
@@ -202,6 +202,18 @@ async def close_consoles(app: web.Application) -> None:
     await app[HUB].close_all()
 
 
+_Parsed = TypeVar("_Parsed")
+
+
+def _startup_file(path: Path, parse: Callable[[str], _Parsed]) -> _Parsed:
+    """``parse`` the file at ``path``; its error names the file (either file can be overridden)."""
+    text = path.read_text()  # OSError names the file already
+    try:
+        return parse(text)
+    except (RulesError, PlanError) as exc:
+        raise type(exc)(f"{path}: {exc}") from None
+
+
 def create_app(settings: Settings) -> web.Application:
     """The server application for ``settings`` (URLs must be set)."""
     if settings.database_url is None or settings.mqtt_url is None:
@@ -213,8 +225,10 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[HUB] = Hub(queue_max=settings.client_queue_max, heartbeat_s=settings.ws_heartbeat_s)
-    # Validated at start-up: a bad plans file stops the server, not a commander's click.
-    app[PLANS] = parse_plans(settings.plans_path.read_text())
+    # Validated at start-up, before anything connects: a bad plans or rules file
+    # stops the server, not a commander's click or the first alarm.
+    app[PLANS] = _startup_file(settings.plans_path, parse_plans)
+    app[RULES] = _startup_file(settings.correlation_rules_path, parse_rules)
     app.cleanup_ctx.extend(
         [pool_ctx, security_ctx, feed_ctx, liveness_ctx, retention_ctx, deadlines_ctx, mqtt_ctx, delivery_ctx]
     )

@@ -128,6 +128,8 @@ def parse_rules(text: str) -> Rules:
                     window=timedelta(seconds=float(body["window_s"])),
                 )
             )
+        except RulesError:
+            raise  # already names the family and the field
         except (KeyError, TypeError, ValueError) as exc:
             raise RulesError(f"family {name!r}: missing or invalid {exc}") from None
     return Rules(tuple(families))

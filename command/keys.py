@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 from aiohttp import web
 
+from command.correlation import Rules
 from command.delivery import Delivery
 from command.hub import Hub
 from command.metrics import Metrics
@@ -18,4 +19,5 @@ METRICS = web.AppKey("metrics", Metrics)
 HUB = web.AppKey("hub", Hub)
 MQTT = web.AppKey("mqtt", MqttSession)
 PLANS = web.AppKey("plans", Plans)
+RULES = web.AppKey("rules", Rules)
 DELIVERY = web.AppKey("delivery", Delivery)

@@ -18,13 +18,17 @@ hypothesis-drawn malformed messages in test_inputs.py. Here:
 - 2,000 payloads of the chaos fuzz corpus (hypothesis and mutations): each
   dead-lettered with the parser's reason, no alarm and no incident;
 - malformed MQTT packets on raw TCP connections: the broker and the server
-  keep working.
+  keep working;
+- PostgreSQL crashed while alarms arrive, the server connected to the broker
+  through the chaos MQTT tap (chaos/tap.py): no PUBACK on the wire while the
+  database is down, every alarm acknowledged once it is back, each stored once.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import fields, replace
 from pathlib import Path
@@ -35,11 +39,15 @@ import pytest
 
 from chaos import fuzz, garbage
 from chaos.rig import Broker, DefaultMosquitto
+from chaos.tap import MqttTap, url_via
 from command.settings import MqttTarget, Settings
 from tests.integration.helpers import (
+    SESSIONS,
     Console,
+    assert_exactly_once,
     console,
     flood_alarm,
+    private_postgres,
     publisher,
     running_server,
     seed_cluster,
@@ -244,3 +252,62 @@ async def test_malformed_mqtt_at_the_broker_leaves_broker_and_server_working(
             await wait_stored(conn, {"flood-0"}, timeout=20)
         # Nothing malformed got through to the server as a message.
         assert await conn.fetchval("SELECT count(*) FROM dead_letters WHERE topic LIKE 'sensors/MQ-%'") == 0
+
+
+# -- no PUBACK while the database is down, on the wire ------------------------------------------
+
+
+async def _until(condition: Callable[[], bool], what: str, timeout: float = 15) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+async def test_no_puback_while_the_database_is_down_and_all_once_it_is_back(
+    mqtt_url: str, private_dir: Path
+) -> None:
+    """The small version of chaos/case_database.py. The server reaches the broker
+    through the tap, which records each alarm the broker delivers and each PUBACK
+    the server sends. With PostgreSQL crashed (immediate stop), alarms keep
+    arriving and reach the server, which acknowledges none of them; once it is
+    back, the server stores and acknowledges them all, each stored once."""
+    before = {f"flood-{n}" for n in range(20)}
+    during = {f"flood-{n}" for n in range(20, 60)}
+    broker_port = MqttTarget.from_url(mqtt_url).port
+    async with private_postgres(private_dir, durable=True) as pg, MqttTap(broker_port) as tap:
+
+        def acked() -> set[str]:
+            return {alarm for _, alarm in tap.pubacks if alarm is not None}
+
+        def delivered() -> set[str]:
+            return {alarm for _, alarm in tap.publishes if alarm is not None}
+
+        await seed_cluster(pg.url)
+        settings = settings_for(pg.url, url_via(mqtt_url, tap.port))
+        # Its broker session is ended straight at the broker after the test: the tap is gone by then.
+        SESSIONS.append((mqtt_url, settings.mqtt_client_id))
+        async with running_server(settings):
+            await _publish(mqtt_url, range(20))
+            await _until(lambda: before <= acked(), "the PUBACKs of the alarms before the outage")
+            crashed = time.time()
+            await asyncio.to_thread(pg.crash)
+            await _publish(mqtt_url, range(20, 60))  # the broker acknowledges them to the sensors
+            await _until(lambda: during <= delivered(), "the broker to deliver them to the server")
+            await asyncio.sleep(1)  # room for a PUBACK that must not come
+            starting = time.time()
+            assert [a for t, a in tap.pubacks if t >= crashed] == [], (
+                "PUBACK sent while the database was down"
+            )
+            assert not during & acked()
+            await asyncio.to_thread(pg.start)
+            await _until(lambda: during <= acked(), "the PUBACKs once the database is back", timeout=30)
+        assert tap.errors == []
+        assert all(t > starting for t, a in tap.pubacks if a in during)
+        conn = await asyncpg.connect(pg.url)
+        try:
+            await assert_exactly_once(conn, acked())
+        finally:
+            await conn.close()
+    assert acked() == before | during

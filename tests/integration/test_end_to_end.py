@@ -6,9 +6,13 @@ from datetime import UTC, datetime
 
 import aiohttp
 import asyncpg
+import pytest
+from shapely.geometry import Point, Polygon, shape
 
+from command import db
 from tests.integration.helpers import (
     alarm,
+    api_for,
     base_url,
     console,
     publisher,
@@ -67,6 +71,52 @@ async def test_alarm_reaches_console_after_snapshot_and_rest(database_url: str, 
             async with http.get(f"{base}/api/incidents/999999") as response:
                 assert response.status == 404
                 assert (await response.json())["error"]["code"] == "not_found"
+
+
+async def test_the_incident_area_grows_to_cover_each_sensor_that_joins(
+    database_url: str, mqtt_url: str, conn: asyncpg.Connection
+) -> None:
+    """Fire alarms from four sensors tens of metres apart form one incident. Its
+    area is the hull of their positions: none for one point or two (a line), the
+    triangle once a third joins, and larger again, still holding the triangle,
+    when a fourth sensor outside it joins. GET /api/incidents/{id} serves it."""
+    tokens = await seed_minimal(database_url)  # S-1 at (120.15, 30.27)
+    await db.register_codecs(conn)
+    # About 44 m north, 38 m east, and 90 m north-east of S-1: within the fire family's 300 m.
+    others = {"A-2": Point(120.15, 30.2704), "A-3": Point(120.1504, 30.27), "A-4": Point(120.1508, 30.2707)}
+    await conn.executemany(
+        "INSERT INTO sensors (id, kind, location) VALUES ($1, 'smoke', $2)", list(others.items())
+    )
+    where = {"S-1": Point(120.15, 30.27)} | others
+    settings = settings_for(database_url, mqtt_url)
+    async with running_server(settings), publisher(mqtt_url) as pub, api_for(settings) as api:
+
+        async def join(sensor: str, count: int) -> dict[str, object]:
+            await pub.publish(f"sensors/{sensor}/alarm", alarm(f"grow-{sensor}", kind="fire"))
+            await wait_for_value(conn, "SELECT sum(alarm_count) FROM incidents", count)
+            incident_id = await conn.fetchval("SELECT id FROM incidents")
+            status, body = await api.call("GET", f"/api/incidents/{incident_id}", tokens["commander"])
+            assert status == 200, body
+            return body
+
+        one = await join("S-1", 1)
+        two = await join("A-2", 2)
+        three = await join("A-3", 3)
+        four = await join("A-4", 4)
+
+    assert await conn.fetchval("SELECT count(*) FROM incidents") == 1
+    assert one["area"] is None and two["area"] is None  # a point, then a line: no area yet
+    triangle, grown = shape(three["area"]), shape(four["area"])
+    assert isinstance(triangle, Polygon) and isinstance(grown, Polygon)
+    for sensor in ("S-1", "A-2", "A-3"):
+        assert triangle.covers(where[sensor]), sensor
+    assert not triangle.covers(where["A-4"])
+    for sensor, point in where.items():
+        assert grown.covers(point), sensor
+    assert grown.covers(triangle) and grown.area > triangle.area
+    # The incident's point follows its area (the hull's centroid).
+    assert (four["lon"], four["lat"]) == pytest.approx((grown.centroid.x, grown.centroid.y), abs=1e-9)
+    assert (four["alarm_count"], four["sensor_count"]) == (4, 4)
 
 
 async def test_redelivered_alarm_changes_nothing(

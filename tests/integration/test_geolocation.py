@@ -11,6 +11,7 @@ from shapely.geometry import Point, box
 
 from dispatch import postgis
 from dispatch.plans import RoadClosure
+from dispatch.units import UNIT_STATUSES
 from tests.integration.helpers import insert_incident, insert_road
 
 NOW = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
@@ -55,15 +56,25 @@ async def test_knn_matches_brute_force_sort(conn: asyncpg.Connection) -> None:
         assert [u.distance_m for u in got] == sorted(u.distance_m for u in got)
 
 
-async def test_stale_or_busy_units_are_never_recommended(conn: asyncpg.Connection) -> None:
+# Every status but available: a unit in any of them is busy or cannot go.
+NOT_AVAILABLE = [s for s in UNIT_STATUSES if s != "available"]
+
+
+def test_every_unit_status_but_available_is_covered_below() -> None:
+    assert sorted(NOT_AVAILABLE) == sorted(
+        ["dispatched", "en_route", "on_scene", "returning", "out_of_service"]
+    )
+
+
+@pytest.mark.parametrize("busy", NOT_AVAILABLE)
+async def test_stale_or_busy_units_are_never_recommended(conn: asyncpg.Connection, busy: str) -> None:
     here = Point(120.15, 30.27)
     await _units(
         conn,
         [
             ("FRESH-FAR", Point(120.20, 30.27), "available", NOW, ["rescue"]),
             ("STALE-NEAR", Point(120.1501, 30.27), "available", NOW - timedelta(hours=2), ["rescue"]),
-            ("BUSY-NEAR", Point(120.1502, 30.27), "en_route", NOW, ["rescue"]),
-            ("OUT-NEAR", Point(120.1503, 30.27), "out_of_service", NOW, ["rescue"]),
+            ("BUSY-NEAR", Point(120.1502, 30.27), busy, NOW, ["rescue"]),
             ("WRONG-CAP", Point(120.1504, 30.27), "available", NOW, ["medical"]),
         ],
     )
@@ -71,6 +82,12 @@ async def test_stale_or_busy_units_are_never_recommended(conn: asyncpg.Connectio
         conn, here, "rescue", fresh_since=NOW - timedelta(minutes=15), limit=10
     )
     assert [u.id for u in got] == ["FRESH-FAR"]
+    # The same unit, available again, is the nearest.
+    await conn.execute("UPDATE units SET status = 'available' WHERE id = 'BUSY-NEAR'")
+    got = await postgis.nearest_available_units(
+        conn, here, "rescue", fresh_since=NOW - timedelta(minutes=15), limit=10
+    )
+    assert [u.id for u in got] == ["BUSY-NEAR", "FRESH-FAR"]
 
 
 # Closures as a plans file would give them (hand-picked here, so these

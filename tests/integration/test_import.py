@@ -481,19 +481,13 @@ async def test_rest_refuses_what_it_cannot_read(
     assert response.status == 413
 
 
-def _wired() -> bool:
-    from command.app import create_app
-    from command.settings import Settings
-
-    app = create_app(Settings(database_url="postgresql://u@127.0.0.1/d", mqtt_url="mqtt://127.0.0.1:1"))
-    return any(r.canonical == "/api/import/{kind}" for r in app.router.resources())
-
-
-@pytest.mark.skipif(not _wired(), reason="add_admin_routes is not wired into command.app/command.web yet")
 async def test_rest_import_through_the_real_app(database_url: str, mqtt_url: str) -> None:
     tokens = await seed_minimal(database_url)
     settings = settings_for(database_url, mqtt_url)
-    async with running_server(settings), aiohttp.ClientSession() as session:
+    async with running_server(settings) as app, aiohttp.ClientSession() as session:
+        # command/app.py wires add_admin_routes: without it this fails, it is not skipped.
+        routes = {r.canonical for r in app.router.resources()}
+        assert {"/api/import/{kind}", "/api/export/{kind}"} <= routes, sorted(routes)
         url = f"http://{settings.http_host}:{settings.http_port}/api/import/units"
         headers = {**bearer(tokens["admin"]), "Content-Type": "text/csv"}
         async with session.post(url, data=UNITS, headers=headers) as response:
@@ -507,9 +501,39 @@ async def test_rest_import_through_the_real_app(database_url: str, mqtt_url: str
 
 # --- roads from OpenStreetMap -------------------------------------------------------------
 
-needs_osm2pgrouting = pytest.mark.skipif(
-    shutil.which("osm2pgrouting") is None, reason="osm2pgrouting not installed"
-)
+
+def _have(tool: str) -> bool:
+    """Whether ``tool`` is installed; under CI (``$CI`` set) a missing tool fails the test.
+
+    `make install` (tools/install.sh) installs osm2pgrouting and osmium, so in CI
+    their absence is a broken setup that must not pass as skipped road tests.
+    """
+    if shutil.which(tool) is not None:
+        return True
+    if os.environ.get("CI"):
+        pytest.fail(f"{tool} is not installed (`make install` installs it); under CI a missing tool fails")
+    return False
+
+
+def _require(tool: str) -> None:
+    if not _have(tool):
+        pytest.skip(
+            f"{tool} not installed (`make install` installs it); skipped outside CI only, fails with $CI set"
+        )
+
+
+@pytest.fixture
+def osm2pgrouting() -> None:
+    _require("osm2pgrouting")
+
+
+@pytest.fixture
+def osmium() -> None:
+    _require("osmium")
+
+
+needs_osm2pgrouting = pytest.mark.usefixtures("osm2pgrouting")
+needs_osmium = pytest.mark.usefixtures("osmium")
 
 
 async def roads(conn: asyncpg.Connection) -> list[tuple[Any, ...]]:
@@ -587,7 +611,7 @@ async def test_a_bad_osm_file_leaves_the_roads_alone(
 
 
 @needs_osm2pgrouting
-@pytest.mark.skipif(shutil.which("osmium") is None, reason="osmium not installed")
+@needs_osmium
 async def test_roads_from_pbf_through_the_cli(
     conn: asyncpg.Connection, database_url: str, tmp_path: Path
 ) -> None:
@@ -770,7 +794,7 @@ async def test_rest_road_import_and_export(
     response = await client.post("/api/import/roads", data=form, headers=admin)
     assert response.status == 201, await response.text()
     assert await roads(conn) == imported
-    if shutil.which("osmium") is not None:
+    if _have("osmium"):  # the .pbf path too, where osmium is installed (always under CI)
         pbf = tmp_path / "tiny_city.osm.pbf"
         await asyncio.to_thread(subprocess.run, ["osmium", "cat", str(OSM), "-o", str(pbf)], check=True)
         form = aiohttp.FormData()

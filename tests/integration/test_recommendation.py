@@ -18,6 +18,7 @@ from dispatch.recommendation import IncidentPlace, recommend_for
 from tests.integration.helpers import (
     PASSWORD,
     alarm,
+    api_for,
     base_url,
     console,
     insert_incident,
@@ -314,3 +315,140 @@ async def test_the_recommendation_grows_when_a_correlated_alarm_raises_the_sever
     assert chosen(after)["fire_suppression"] > chosen(before)["fire_suppression"]
     assert sum(chosen(after).values()) > sum(chosen(before).values())
     assert after["plan"]["radius_m"] > before["plan"]["radius_m"]
+
+
+# --- an incident with an area: what lies inside it, not within a radius ------------------
+
+
+async def test_an_incident_with_an_area_lists_the_places_inside_it_not_within_its_radius(
+    database_url: str, mqtt_url: str, conn: asyncpg.Connection
+) -> None:
+    """A Severe fire (plan radius 300 m) with a ~100 m square area. Its affected
+    area is the square (README "Recommendations", dispatch/plans.toml `radius_m`:
+    the radius is for an incident with no area of its own): a school inside it and
+    a hazard inside it are listed at 0 m, and so is a site straddling its edge; a
+    hospital 60 m east of it and a gas station 100 m north, both well within
+    300 m of its centroid, are not. The same fire as a point at that centroid
+    lists all of them by distance."""
+    tokens = await seed_minimal(database_url)
+    radius = PLANS.plan_for("fire", "Severe").radius_m
+    assert radius == 300
+    square = box(120.2000, 30.3000, 120.2010, 30.3009)
+    centre = square.centroid
+    await conn.executemany(
+        "INSERT INTO sites (id, kind, name, geom) VALUES ($1, $2, $1, $3)",
+        [
+            ("SITE-IN", "school", Point(120.2003, 30.3003)),
+            ("SITE-EDGE", "care_home", box(120.2008, 30.3004, 120.2014, 30.3006)),
+            ("SITE-OUT", "hospital", Point(120.20162, 30.30045)),
+        ],
+    )
+    await conn.executemany(
+        "INSERT INTO hazards (id, kind, name, geom) VALUES ($1, 'gas_station', $1, $2)",
+        [("HZ-IN", Point(120.2008, 30.3006)), ("HZ-OUT", Point(120.2005, 30.3018))],
+    )
+    outside = await conn.fetch(
+        """
+        SELECT id, ST_Distance(geom::geography, $1::geometry::geography, false) AS to_area,
+               ST_Distance(geom::geography, $2::geometry::geography, false) AS to_centre
+        FROM (SELECT id, geom FROM sites UNION ALL SELECT id, geom FROM hazards) AS p
+        WHERE id LIKE '%-OUT' ORDER BY id
+        """,
+        square,
+        centre,
+    )
+    # Outside the area by tens of metres, inside the plan's radius of its centre.
+    assert [r["id"] for r in outside] == ["HZ-OUT", "SITE-OUT"]
+    assert all(40 < r["to_area"] < 120 and r["to_centre"] < 200 for r in outside), outside
+    with_area = await insert_incident(conn, "fire", "Severe", area=square)
+    as_point = await insert_incident(conn, "fire", "Severe", location=centre)
+
+    settings = settings_for(database_url, mqtt_url)
+    async with running_server(settings), api_for(settings) as api:
+        bodies = {}
+        for incident_id in (with_area, as_point):
+            for path in (f"/api/incidents/{incident_id}", f"/api/incidents/{incident_id}/recommendation"):
+                status, body = await api.call("GET", path, tokens["commander"])
+                assert status == 200, body
+                bodies[path] = body
+
+    def listed(body: dict[str, Any]) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+        return (
+            [(h["id"], h["distance_m"]) for h in body["hazards"]],
+            [(s["id"], s["distance_m"]) for s in body["sites"]],
+        )
+
+    for path in (f"/api/incidents/{with_area}", f"/api/incidents/{with_area}/recommendation"):
+        hazards, sites = listed(bodies[path])
+        assert hazards == [("HZ-IN", 0)], path
+        assert sites == [("SITE-EDGE", 0), ("SITE-IN", 0)], path
+    for path in (f"/api/incidents/{as_point}", f"/api/incidents/{as_point}/recommendation"):
+        hazards, sites = listed(bodies[path])
+        assert {h for h, _ in hazards} == {"HZ-IN", "HZ-OUT"}, path
+        assert {s for s, _ in sites} == {"SITE-IN", "SITE-EDGE", "SITE-OUT"}, path
+        assert all(0 < d <= radius for _, d in hazards + sites), path
+
+
+# --- supplies: depots ranked by road travel time, expired stock left out ----------------
+
+
+async def test_supplies_come_from_the_depot_nearest_by_road_first_and_never_from_expired_stock(
+    conn: asyncpg.Connection,
+) -> None:
+    """A Moderate fire at v1 needs 50 blankets. On 36 km/h (10 m/s) roads:
+
+    - ROAD-NEAR, 2 km north at v2, straight down one road: about 200 s;
+    - LINE-NEAR, 1 km east at v3 (nearer as the crow flies), whose only road
+      goes north to v4 and west to v2, then down: about 500 s;
+    - EXPIRED, 50 m east at v5 on its own road: nearest both ways, but its
+      blankets expired yesterday, so they do not count.
+
+    Each holds 30 fresh blankets but EXPIRED: the need takes 30 from ROAD-NEAR,
+    then 20 from LINE-NEAR, each with its road ETA.
+    """
+    v1, v2, v3 = Point(120.0, 30.0), Point(120.0, 30.018), Point(120.0104, 30.0)
+    v4, v5 = Point(120.0104, 30.018), Point(120.0005, 30.0)
+    await insert_road(conn, 1, 2, v1, v2, 36)
+    await insert_road(conn, 3, 4, v3, v4, 36)
+    await insert_road(conn, 4, 2, v4, v2, 36)
+    await insert_road(conn, 5, 1, v5, v1, 36)
+    length = {(r["source"], r["target"]): r["length_m"] for r in await conn.fetch("SELECT * FROM roads")}
+    road_near_s = length[(1, 2)] / 10
+    line_near_s = (length[(3, 4)] + length[(4, 2)] + length[(1, 2)]) / 10
+    assert road_near_s == pytest.approx(200, abs=5) and line_near_s == pytest.approx(500, abs=10)
+
+    now = datetime.now(UTC)
+    await conn.executemany(
+        "INSERT INTO depots (id, name, location) VALUES ($1, $1, $2)",
+        [("ROAD-NEAR", v2), ("LINE-NEAR", v3), ("EXPIRED", v5)],
+    )
+    await conn.executemany(
+        "INSERT INTO stock (depot_id, item, quantity, unit, expires_on)"
+        " VALUES ($1, 'blankets', $2, 'pcs', $3)",
+        [
+            ("ROAD-NEAR", 30, None),
+            ("LINE-NEAR", 30, None),
+            ("EXPIRED", 500, (now - timedelta(days=1)).date()),
+        ],
+    )
+    plan = PLANS.plan_for("fire", "Moderate")
+    assert [(s.item, s.quantity, s.unit) for s in plan.supplies] == [("blankets", 50, "pcs")]
+    fire = await insert_incident(conn, "fire", "Moderate", location=v1)
+    body = await recommend_for(
+        conn,
+        IncidentPlace(fire, "fire", "Moderate", v1, None),
+        PLANS,
+        now=now,
+        position_max_age=timedelta(minutes=15),
+    )
+
+    [blankets] = body["supplies"]
+    assert (blankets["item"], blankets["needed"], blankets["filled"]) == ("blankets", 50, 50)
+    sources = [(s["depot_id"], s["quantity"], s["in_stock"]) for s in blankets["sources"]]
+    assert sources == [("ROAD-NEAR", 30, 30), ("LINE-NEAR", 20, 30)]
+    road_near, line_near = blankets["sources"]
+    assert road_near["eta_s"] == pytest.approx(road_near_s, abs=1)
+    assert line_near["eta_s"] == pytest.approx(line_near_s, abs=1)
+    # Farther as the crow flies, first by road.
+    assert road_near["distance_m"] > line_near["distance_m"]
+    assert not [f for f in body["shortfalls"] if f["what"] == "supplies"], body["shortfalls"]
