@@ -18,6 +18,8 @@ Actions (``action`` column): ``session.login``, ``session.logout``,
 
 from __future__ import annotations
 
+import getpass
+import os
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +27,16 @@ import asyncpg
 
 #: The legal floor (graded protection: six months), enforced again in the database.
 MIN_RETENTION_DAYS = 183
+
+
+def cli_actor() -> str:
+    """The actor of a command-line action, which has no session: the
+    operating-system user who ran it, as ``cli:NAME`` (its uid when the
+    system has no name for it)."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return f"cli:{os.getuid()}"
 
 
 async def record(

@@ -365,15 +365,6 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> None:
     )
 
 
-def _os_user() -> str:
-    import getpass
-
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
-
-
 def cmd_users_add(args: argparse.Namespace, settings: Settings) -> None:
     settings = _resolved(settings)
     password = args.password
@@ -403,7 +394,7 @@ def cmd_users_add(args: argparse.Namespace, settings: Settings) -> None:
                     conn,
                     action="cli.user_create",
                     outcome="ok",
-                    actor=f"cli:{_os_user()}",
+                    actor=audit.cli_actor(),
                     role=None,
                     address="local",
                     target=f"user:{user_id}",

@@ -72,13 +72,11 @@ class ImportAudit:
         self.recorded = False
 
     async def _record(self, conn: asyncpg.Connection, outcome: str, detail: dict[str, Any]) -> None:
-        from command.cli import _os_user
-
         await audit.record(
             conn,
             action="cli.import",
             outcome=outcome,
-            actor=f"cli:{_os_user()}",
+            actor=audit.cli_actor(),
             role=None,
             address="local",
             target=f"import:{self._kind}",
