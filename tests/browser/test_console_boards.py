@@ -34,13 +34,14 @@ import asyncpg
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, async_playwright, expect
+from playwright.async_api import Browser, BrowserContext, Page, ViewportSize, async_playwright, expect
 from shapely.geometry import MultiPolygon, Point, box
 
 from command import db
 from command.keys import HUB
 from command.settings import Settings
-from tests.browser.conftest import CHROMIUM_ARGS
+from tests.browser.conftest import CHROMIUM_ARGS, BrowserErrors
+from tests.browser.test_console import other_language_strings
 from tests.conftest import PostgresServer
 from tests.integration.helpers import (
     PASSWORD,
@@ -57,8 +58,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 ROWS = "#incident-queue > li[data-incident-id]"
-DESKTOP = {"width": 1440, "height": 900}
-PHONE = {"width": 390, "height": 844}
+DESKTOP = ViewportSize(width=1440, height=900)
+PHONE = ViewportSize(width=390, height=844)
 # Short, so a test sees an incident cross it (the default is NFPA 1221's 60 s).
 SLA_DISPATCH_S = 4
 TILE_URL = "/test-tiles/{z}/{x}/{y}.png"
@@ -226,33 +227,26 @@ async def _loop_hygiene() -> AsyncIterator[None]:
 
 @dataclass
 class Browsing:
-    """Opens signed-in console pages; records every browser console error and page error."""
+    """Opens signed-in console pages, each watched for console errors and page errors."""
 
     city: City
     browser: Browser
+    errors: BrowserErrors
     contexts: list[BrowserContext] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
     requests: dict[int, list[str]] = field(default_factory=dict)
 
     async def open(
         self,
         role: str = "commander",
         *,
-        viewport: dict[str, int] = DESKTOP,
+        viewport: ViewportSize = DESKTOP,
         path: str = "/",
         tiles: bool = True,
     ) -> Page:
-        context = await self.browser.new_context(viewport=viewport, locale="en-US")
+        context = self.errors.watch(await self.browser.new_context(viewport=viewport, locale="en-US"))
         self.contexts.append(context)
         context.set_default_timeout(10_000)
         page = await context.new_page()
-
-        def on_console(msg: ConsoleMessage) -> None:
-            if msg.type == "error":
-                self.problems.append(f"console: {msg.text} at {msg.location}")
-
-        page.on("console", on_console)
-        page.on("pageerror", lambda exc: self.problems.append(f"pageerror: {exc}"))
         asked = self.requests.setdefault(id(page), [])
         page.on("request", lambda request: asked.append(request.url))
         if tiles:
@@ -274,12 +268,12 @@ class Browsing:
         return page
 
     def assert_clean(self) -> None:
-        assert self.problems == [], self.problems
+        self.errors.assert_clean()
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def browsing(city: City, browser: Browser) -> AsyncIterator[Browsing]:
-    b = Browsing(city, browser)
+async def browsing(city: City, browser: Browser, browser_errors: BrowserErrors) -> AsyncIterator[Browsing]:
+    b = Browsing(city, browser, browser_errors)
     try:
         yield b
     finally:
@@ -677,6 +671,8 @@ async def test_language_switch_changes_every_visible_string_on_each_view(
     page = await browsing.open("admin")
     english: dict[str, list[str]] = {}
     chinese: dict[str, list[str]] = {}
+    # Dictionary entries of the other language on a view (test_console.OTHER_LANGUAGE_STRINGS).
+    foreign: dict[str, list[str]] = {}
     for tab in VIEWS:
         await open_tab(page, tab)
         await view_ready(page, tab)
@@ -687,6 +683,7 @@ async def test_language_switch_changes_every_visible_string_on_each_view(
         await open_tab(page, tab)
         await view_ready(page, tab)
         chinese[tab] = await page.evaluate(VISIBLE_TEXT)
+        foreign[f"{tab} (zh-CN)"] = await other_language_strings(page, "zh-CN")
 
     for tab in VIEWS:
         words = {s for s in english[tab] if re.search(r"[A-Za-z]", s)}
@@ -697,6 +694,11 @@ async def test_language_switch_changes_every_visible_string_on_each_view(
     # And back.
     await page.select_option("#lang-select", "en")
     await expect(page.locator('#view-nav button[data-tab="dashboard"]')).to_have_text("Dashboard")
+    for tab in VIEWS:
+        await open_tab(page, tab)
+        await view_ready(page, tab)
+        foreign[f"{tab} (back in en)"] = await other_language_strings(page, "en")
+    assert {view: found for view, found in foreign.items() if found} == {}
     browsing.assert_clean()
 
 

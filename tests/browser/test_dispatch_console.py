@@ -23,7 +23,8 @@ from shapely.geometry import LineString, Point
 
 from command import db
 from command.settings import Settings
-from tests.browser.test_console import ROWS, assert_no_page_errors, sign_in
+from tests.browser.conftest import BrowserErrors, http_error
+from tests.browser.test_console import ROWS, sign_in
 from tests.integration.helpers import running_server, seed_minimal, settings_for
 
 PLANS = Path(__file__).resolve().parents[2] / "dispatch" / "plans.toml"
@@ -145,7 +146,7 @@ async def untick(detail: Locator, key: str) -> None:
 
 
 async def test_dispatch_recommended_in_one_click_then_a_busy_unit_is_refused(
-    page: Page, database_url: str, mqtt_url: str, artifacts: Path
+    page: Page, browser_errors: BrowserErrors, database_url: str, mqtt_url: str, artifacts: Path
 ) -> None:
     tokens = await seed_city(database_url)
     settings = settings_for(database_url, mqtt_url)
@@ -156,7 +157,7 @@ async def test_dispatch_recommended_in_one_click_then_a_busy_unit_is_refused(
         assert status == 200
         chosen = {u["id"]: a["capability"] for a in recommended["assignments"] for u in a["chosen"]}
         assert set(chosen) == {"U-1", "U-2", "U-3", "U-4"}, recommended
-        await sign_in(page, settings)
+        await sign_in(page, settings, browser_errors)
         detail = await open_incident(page, kitchen)
         rec = detail.locator('[data-section="recommendation"]')
         button = detail.locator("#dispatch-recommended")
@@ -221,6 +222,7 @@ async def test_dispatch_recommended_in_one_click_then_a_busy_unit_is_refused(
         await expect(detail.locator('input.pick[data-pick="unit:U-4"]')).to_be_checked()
         await expect(detail.locator('input.pick[data-pick="unit:U-1"]')).to_have_count(0)
         # ...but a colleague sends Engine 4 to the kitchen fire meanwhile.
+        browser_errors.allow(http_error(409, f"/api/incidents/{shed}/dispatches"), "Engine 4 is taken")
         status, sent_by_colleague = await colleague.call(
             "POST", f"/api/incidents/{kitchen}/dispatches", {"units": ["U-4"]}
         )
@@ -238,17 +240,22 @@ async def test_dispatch_recommended_in_one_click_then_a_busy_unit_is_refused(
         await expect(detail.locator(".dispatch")).to_have_count(0)
         status, shed_now = await colleague.call("GET", f"/api/incidents/{shed}")
         assert status == 200 and shed_now["dispatches"] == [] and shed_now["status"] == "confirmed"
-        assert_no_page_errors(page)
+        browser_errors.finish()
 
 
 async def test_overdue_dispatch_offers_the_next_unit_and_the_lifecycle_says_why_not(
-    page: Page, database_url: str, mqtt_url: str, tmp_path: Path, artifacts: Path
+    page: Page,
+    browser_errors: BrowserErrors,
+    database_url: str,
+    mqtt_url: str,
+    tmp_path: Path,
+    artifacts: Path,
 ) -> None:
     tokens = await seed_city(database_url)
     settings = settings_for(database_url, mqtt_url, plans_path=plans_with_ack_deadline(tmp_path, 2))
     async with running_server(settings), api_for(settings, tokens["commander"]) as colleague:
         kitchen = await colleague.phone_report("Kitchen fire, No. 3 Lane")
-        await sign_in(page, settings)
+        await sign_in(page, settings, browser_errors)
         detail = await open_incident(page, kitchen)
         status_buttons = detail.locator('[data-section="status"] .status-action')
         await expect(status_buttons).to_have_text(
@@ -275,6 +282,7 @@ async def test_overdue_dispatch_offers_the_next_unit_and_the_lifecycle_says_why_
         await expect(engine1.locator(".offer-send")).to_have_count(0)
 
         # Units still out: resolving is refused, in the server's words.
+        browser_errors.allow(http_error(409, f"/api/incidents/{kitchen}/status"), "units still out")
         await status_buttons.filter(has_text="Resolved").click()
         await expect(detail.locator(".status-error")).to_have_text(
             "clear or cancel the dispatches of U-1, U-2 first"
@@ -314,17 +322,17 @@ async def test_overdue_dispatch_offers_the_next_unit_and_the_lifecycle_says_why_
         await expect(newest).to_have_attribute("data-action", "reopen")
         await expect(newest).to_contain_text("Smoke seen again from the kitchen")
         await expect(page.locator(f'{ROWS}[data-incident-id="{kitchen}"]')).to_have_count(1)
-        assert_no_page_errors(page)
+        browser_errors.finish()
 
 
 async def test_tasks_false_alarm_and_a_phone_screen(
-    page: Page, database_url: str, mqtt_url: str, artifacts: Path
+    page: Page, browser_errors: BrowserErrors, database_url: str, mqtt_url: str, artifacts: Path
 ) -> None:
     tokens = await seed_city(database_url)
     settings = settings_for(database_url, mqtt_url)
     async with running_server(settings), api_for(settings, tokens["commander"]) as colleague:
         kitchen = await colleague.phone_report("Kitchen fire, No. 3 Lane")
-        await sign_in(page, settings)
+        await sign_in(page, settings, browser_errors)
         detail = await open_incident(page, kitchen)
         tasks = detail.locator('[data-section="tasks"]')
         await expect(tasks).to_contain_text("No tasks.")
@@ -400,11 +408,11 @@ async def test_tasks_false_alarm_and_a_phone_screen(
             assert box["width"] > 0 and box["x"] >= 0 and box["x"] + box["width"] <= 390, (selector, box)
         await page.evaluate(SCROLL_AND_MEASURE, '#incident-detail [data-section="tasks"]')
         await page.screenshot(path=artifacts / "console-tasks-mobile.png")
-        assert_no_page_errors(page)
+        browser_errors.finish()
 
 
 async def test_a_viewer_follows_dispatches_but_has_no_controls(
-    page: Page, database_url: str, mqtt_url: str
+    page: Page, browser_errors: BrowserErrors, database_url: str, mqtt_url: str
 ) -> None:
     tokens = await seed_city(database_url)
     settings = settings_for(database_url, mqtt_url)
@@ -416,7 +424,7 @@ async def test_a_viewer_follows_dispatches_but_has_no_controls(
             {"units": [{"id": "U-3", "capability": "medical"}]},
         )
         assert status == 201, body
-        await sign_in(page, settings, username="viewer")
+        await sign_in(page, settings, browser_errors, username="viewer")
         detail = await open_incident(page, kitchen)
         await expect(dispatch_row(detail, "U-3")).to_contain_text("Medic 3")
         await expect(detail.locator('[data-section="recommendation"] .unit-choice').first).to_be_visible()
@@ -436,4 +444,4 @@ async def test_a_viewer_follows_dispatches_but_has_no_controls(
         )
         assert status == 200
         await expect(dispatch_row(detail, "U-3")).to_have_attribute("data-status", "cancelled")
-        assert_no_page_errors(page)
+        browser_errors.finish()

@@ -4,35 +4,56 @@ Two browser contexts, as two people: a commander at a desktop on ``/`` and a
 unit's crew on a phone (390 x 844, touch) on ``/field``, against the real
 server, database and broker. The alarm comes over MQTT; everything after it
 travels through the pages. The field page runs under its own strict CSP
-(``script-src 'self'``, no violation may occur), and every console error or uncaught exception in
-either page fails the test (the two that provoke a refusal or a restart
-allow exactly the errors Chromium logs for them). No sleeps: every wait is
-playwright's auto-retrying ``expect`` or a poll with a deadline.
+(``script-src 'self'``, no violation may occur), and every console error or
+uncaught exception in either page fails the test (conftest.py's
+``browser_errors``; the two that provoke a refusal or a restart allow exactly
+the errors Chromium logs for them). No sleeps: every wait is playwright's
+auto-retrying ``expect`` or a poll with a deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
-from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Locator, Page, Route, expect
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    Geolocation,
+    Locator,
+    Page,
+    Route,
+    ViewportSize,
+    expect,
+)
 from shapely.geometry import Point
 
 from command import db
 from command.settings import Settings
-from tests.browser.test_console import ROWS, assert_not_navigated, base_url, mark_page
+from tests.browser.conftest import SERVER_AWAY, BrowserErrors, http_error
+from tests.browser.test_console import (
+    ROWS,
+    FeedFrames,
+    assert_not_navigated,
+    assert_resumes_by_seq,
+    base_url,
+    eventually,
+    mark_page,
+    other_language_strings,
+    seq_at_cut,
+)
 from tests.browser.test_dispatch_console import api_for, dispatch_row, open_incident, seed_city, untick
 from tests.integration.helpers import PASSWORD, alarm, publisher, running_server, settings_for
 
-DESKTOP = {"width": 1400, "height": 900}
-PHONE = {"width": 390, "height": 844}
+DESKTOP = ViewportSize(width=1400, height=900)
+PHONE = ViewportSize(width=390, height=844)
 # Where the crew's phone says it is: next to Engine 1's seeded position.
-PARKED = {"latitude": 30.2605, "longitude": 120.1605}
-NEARER = {"latitude": 30.268, "longitude": 120.152}
+PARKED = Geolocation(latitude=30.2605, longitude=120.1605)
+NEARER = Geolocation(latitude=30.268, longitude=120.152)
 # Records what the page asks of the vibration motor and the speaker.
 SENSES = """
 window.__vibrations = [];
@@ -86,30 +107,13 @@ async def seed_field_city(database_url: str) -> dict[str, str]:
     return tokens
 
 
-class Errors:
-    """Console errors and uncaught exceptions of one page."""
-
-    def __init__(self, page: Page) -> None:
-        self.seen: list[str] = []
-        page.on("console", self._console)
-        page.on("pageerror", lambda exc: self.seen.append(f"pageerror: {exc}"))
-
-    def _console(self, message: ConsoleMessage) -> None:
-        if message.type == "error":
-            self.seen.append(f"{message.text} [{message.location.get('url', '')}]")
-
-    def assert_none(self, *allowed: str) -> None:
-        """No errors except those matching one of the ``allowed`` patterns (each must have occurred)."""
-        unexpected = [e for e in self.seen if not any(re.search(p, e) for p in allowed)]
-        assert unexpected == [], unexpected
-        for pattern in allowed:
-            assert any(re.search(pattern, e) for e in self.seen), f"expected an error matching {pattern!r}"
-
-
 @asynccontextmanager
-async def desk_and_phone(browser: Browser) -> AsyncIterator[tuple[BrowserContext, BrowserContext]]:
-    """The commander's desktop and the crew's phone (touch, geolocation allowed), both in English."""
-    desk = await browser.new_context(viewport=DESKTOP, locale="en-US")
+async def desk_and_phone(
+    browser: Browser, errors: BrowserErrors
+) -> AsyncIterator[tuple[BrowserContext, BrowserContext]]:
+    """The commander's desktop and the crew's phone (touch, geolocation allowed), both in English,
+    both watched by ``errors``."""
+    desk = errors.watch(await browser.new_context(viewport=DESKTOP, locale="en-US"))
     phone = await browser.new_context(
         viewport=PHONE,
         is_mobile=True,
@@ -118,6 +122,7 @@ async def desk_and_phone(browser: Browser) -> AsyncIterator[tuple[BrowserContext
         geolocation=PARKED,
         permissions=["geolocation"],
     )
+    errors.watch(phone)
     for context in (desk, phone):
         context.set_default_timeout(10_000)
     await phone.add_init_script(SENSES)
@@ -128,12 +133,9 @@ async def desk_and_phone(browser: Browser) -> AsyncIterator[tuple[BrowserContext
         await desk.close()
 
 
-async def open_field(
-    context: BrowserContext, settings: Settings, username: str = "field"
-) -> tuple[Page, Errors]:
+async def open_field(context: BrowserContext, settings: Settings, username: str = "field") -> Page:
     """The field page, signed in through its form, live with its snapshot."""
     page = await context.new_page()
-    errors = Errors(page)
     await page.goto(base_url(settings) + "field")
     # The page carries its own strict policy: scripts from our files only.
     csp = page.locator('meta[http-equiv="Content-Security-Policy"]')
@@ -143,7 +145,7 @@ async def open_field(
     await page.fill("#login-username", username)
     await page.fill("#login-password", PASSWORD)
     await page.locator("#login-submit").tap()
-    return page, errors
+    return page
 
 
 async def wait_live(page: Page, view: str) -> None:
@@ -153,7 +155,7 @@ async def wait_live(page: Page, view: str) -> None:
     await expect(state).to_have_attribute("data-seq", re.compile(r"^\d+$"))
 
 
-async def open_console(context: BrowserContext, settings: Settings) -> tuple[Page, Errors]:
+async def open_console(context: BrowserContext, settings: Settings) -> Page:
     """The commander's console, signed in by a session cookie.
 
     The login request goes through the context (its cookie is the browser's):
@@ -165,18 +167,9 @@ async def open_console(context: BrowserContext, settings: Settings) -> tuple[Pag
     )
     assert answer.ok, await answer.text()
     page = await context.new_page()
-    errors = Errors(page)
     await page.goto(base_url(settings))
     await wait_live(page, "console")
-    return page, errors
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
+    return page
 
 
 async def assert_clean_text(page: Page) -> None:
@@ -203,7 +196,7 @@ async def touch_targets_fit(page: Page, locator: Locator) -> None:
 
 
 async def test_a_dispatch_reaches_the_crews_phone_live_and_each_step_reaches_the_commander(
-    browser: Browser, database_url: str, mqtt_url: str, artifacts: Path
+    browser: Browser, browser_errors: BrowserErrors, database_url: str, mqtt_url: str, artifacts: Path
 ) -> None:
     tokens = await seed_field_city(database_url)
     settings = settings_for(database_url, mqtt_url)
@@ -211,10 +204,10 @@ async def test_a_dispatch_reaches_the_crews_phone_live_and_each_step_reaches_the
         running_server(settings),
         api_for(settings, tokens["commander"]) as colleague,
         publisher(mqtt_url) as pub,
-        desk_and_phone(browser) as (desk, phone),
+        desk_and_phone(browser, browser_errors) as (desk, phone),
     ):
         # The crew signs in and stands by; the phone shares its position.
-        field, field_errors = await open_field(phone, settings)
+        field = await open_field(phone, settings)
         await wait_live(field, "field")
         await mark_page(field)
         await expect(field.locator("#standby")).to_be_visible()
@@ -227,7 +220,7 @@ async def test_a_dispatch_reaches_the_crews_phone_live_and_each_step_reaches_the
             re.compile(r"Sharing position.*sent \d\d:\d\d")
         )
 
-        async def unit_at(where: dict[str, float]) -> bool:
+        async def unit_at(where: Geolocation) -> bool:
             status, body = await colleague.call("GET", "/api/units")
             assert status == 200
             u1 = next(u for u in body["units"] if u["id"] == "U-1")
@@ -237,7 +230,7 @@ async def test_a_dispatch_reaches_the_crews_phone_live_and_each_step_reaches_the
         await expect(field.locator('.own-marker[data-unit-id="U-1"]')).to_have_count(1)
 
         # The commander: an alarm over MQTT appears live, and one click dispatches Engine 1.
-        commander, commander_errors = await open_console(desk, settings)
+        commander = await open_console(desk, settings)
         await mark_page(commander)
         await pub.publish("sensors/S-1/alarm", alarm("kitchen-1", kind="fire", severity="Moderate"))
         rows = commander.locator(ROWS)
@@ -406,20 +399,19 @@ async def test_a_dispatch_reaches_the_crews_phone_live_and_each_step_reaches_the
 
         await assert_not_navigated(field)
         await assert_not_navigated(commander)
-        field_errors.assert_none()
-        commander_errors.assert_none()
         assert await field.evaluate("window.__csp_violations") == []
+        browser_errors.finish()
 
 
 async def test_declining_needs_a_reason_and_a_refused_step_shows_the_servers_reason(
-    browser: Browser, database_url: str, mqtt_url: str, artifacts: Path
+    browser: Browser, browser_errors: BrowserErrors, database_url: str, mqtt_url: str, artifacts: Path
 ) -> None:
     tokens = await seed_field_city(database_url)
     settings = settings_for(database_url, mqtt_url)
     async with (
         running_server(settings),
         api_for(settings, tokens["commander"]) as commander,
-        desk_and_phone(browser) as (_desk, phone),
+        desk_and_phone(browser, browser_errors) as (_desk, phone),
     ):
         kitchen = await commander.phone_report("Kitchen fire, No. 3 Lane")
         status, sent = await commander.call(
@@ -429,7 +421,7 @@ async def test_declining_needs_a_reason_and_a_refused_step_shows_the_servers_rea
         first = str(sent["dispatches"][0]["id"])
 
         # An order already waiting when the crew signs in is announced too.
-        field, errors = await open_field(phone, settings)
+        field = await open_field(phone, settings)
         await wait_live(field, "field")
         card = field.locator("#dispatch-card")
         await expect(card).to_have_attribute("data-dispatch-id", first)
@@ -469,6 +461,7 @@ async def test_declining_needs_a_reason_and_a_refused_step_shows_the_servers_rea
 
         # The crew taps Acknowledge while the commander, on the radio, reports it for them:
         # the crew's report is refused, and the page shows the server's reason.
+        browser_errors.allow(http_error(409, f"/api/dispatches/{second}/status"), "the refused report")
         held: list[Route] = []
         release = asyncio.Event()
 
@@ -509,18 +502,18 @@ async def test_declining_needs_a_reason_and_a_refused_step_shows_the_servers_rea
         await expect(field.locator("#unit-info")).to_have_attribute("data-status", "available")
         assert await field.evaluate("window.__vibrations.length") == 3
         assert await field.evaluate("window.emergencyField.announcements") == [first, second]
-        errors.assert_none(rf"status of 409 \(Conflict\) \[.*/api/dispatches/{second}/status\]$")
+        browser_errors.finish()
 
 
 async def test_every_visible_string_follows_the_language_and_other_roles_are_sent_to_the_console(
-    browser: Browser, database_url: str, mqtt_url: str, artifacts: Path
+    browser: Browser, browser_errors: BrowserErrors, database_url: str, mqtt_url: str, artifacts: Path
 ) -> None:
     tokens = await seed_field_city(database_url)
     settings = settings_for(database_url, mqtt_url)
     async with (
         running_server(settings),
         api_for(settings, tokens["commander"]) as commander,
-        desk_and_phone(browser) as (_desk, phone),
+        desk_and_phone(browser, browser_errors) as (_desk, phone),
     ):
         kitchen = await commander.phone_report("Kitchen fire, No. 3 Lane")
         order = {
@@ -536,7 +529,7 @@ async def test_every_visible_string_follows_the_language_and_other_roles_are_sen
         )
         assert status == 201, task
 
-        field, errors = await open_field(phone, settings)
+        field = await open_field(phone, settings)
         await wait_live(field, "field")
         task_row = field.locator(f'.task[data-task-id="{task["id"]}"]')
         await expect(task_row).to_be_visible()
@@ -572,6 +565,13 @@ async def test_every_visible_string_follows_the_language_and_other_roles_are_sen
         await field.screenshot(path=artifacts / "field-desktop-zh.png")
         await field.set_viewport_size(PHONE)
 
+        # And back: the dispatch view holds no Chinese entry of the dictionaries, then Chinese again.
+        await field.locator("#lang-select").select_option("en")
+        await expect(field.locator('.step-button[data-step="acknowledged"]')).to_have_text("Acknowledge")
+        assert await other_language_strings(field, "en") == [], "dispatch view back in English"
+        await field.locator("#lang-select").select_option("zh-CN")
+        await expect(field.locator('.step-button[data-step="acknowledged"]')).to_have_text("接收任务")
+
         # The forms that open on demand, too.
         await field.locator('.step-button[data-step="declined"]').tap()
         await expect(field.locator("#step-form")).to_be_visible()
@@ -603,25 +603,29 @@ async def test_every_visible_string_follows_the_language_and_other_roles_are_sen
         await expect(link).to_have_text("Open the command console")
         await link.tap()
         await expect(field.locator("body")).to_have_attribute("data-view", "console")
-        errors.assert_none()
+        browser_errors.finish()
 
 
 async def test_the_field_page_rides_out_a_server_restart_and_resumes_by_seq(
-    browser: Browser, database_url: str, mqtt_url: str
+    browser: Browser, browser_errors: BrowserErrors, database_url: str, mqtt_url: str
 ) -> None:
+    browser_errors.allow(SERVER_AWAY, "the server is stopped on purpose", required=False)
     tokens = await seed_field_city(database_url)
     settings = settings_for(database_url, mqtt_url)
-    async with desk_and_phone(browser) as (_desk, phone):
+    async with desk_and_phone(browser, browser_errors) as (_desk, phone):
+        frames = FeedFrames(phone)
         async with running_server(settings):
-            field, errors = await open_field(phone, settings)
+            field = await open_field(phone, settings)
             await wait_live(field, "field")
             await expect(field.locator("#standby")).to_be_visible()
             await mark_page(field)
             state = field.locator("#connection-state")
             seq_before = int(await state.get_attribute("data-seq") or "0")
+            [first] = frames.greeted()
 
         await expect(state).to_have_attribute("data-state", "reconnecting")
         await expect(field.locator("#connection-text")).to_have_text("reconnecting")
+        last_seen = await seq_at_cut(field, first)
 
         async with running_server(settings), api_for(settings, tokens["commander"]) as commander:
             kitchen = await commander.phone_report("Kitchen fire, No. 3 Lane")
@@ -636,19 +640,18 @@ async def test_the_field_page_rides_out_a_server_restart_and_resumes_by_seq(
             # A list that failed while the server was down said so; the next one took it back.
             await expect(field.locator("#message-banner")).to_be_hidden()
             assert int(await state.get_attribute("data-seq") or "0") > seq_before
+            # It said hello again with since = the last seq it got, and was sent what followed:
+            # a replay, not a reset. (A dispatch widens a crew's world, which the server
+            # answers with a fresh snapshot of it, not a reset one.)
+            second = await assert_resumes_by_seq(frames, first, last_seen)
+            assert "reset snapshot" not in second.names(), second.names()
+            assert any(name.startswith("dispatch.") for name in second.names()), second.names()
             await assert_not_navigated(field)
-    # While the server was down Chromium may log refused sockets and requests (how many
-    # depends on the backoff's timing and on what the page was doing); nothing else.
-    refused = re.compile(
-        r"^WebSocket connection to 'ws://[^']*/ws' failed"
-        r"|^Failed to load resource: net::ERR_CONNECTION_REFUSED"
-    )
-    unexpected = [e for e in errors.seen if not refused.search(e)]
-    assert unexpected == [], unexpected
+    browser_errors.assert_clean()
 
 
 async def test_position_sharing_waits_for_the_browsers_permission(
-    browser: Browser, database_url: str, mqtt_url: str
+    browser: Browser, browser_errors: BrowserErrors, database_url: str, mqtt_url: str
 ) -> None:
     tokens = await seed_field_city(database_url)
     settings = settings_for(database_url, mqtt_url)
@@ -656,9 +659,10 @@ async def test_position_sharing_waits_for_the_browsers_permission(
     phone = await browser.new_context(
         viewport=PHONE, is_mobile=True, has_touch=True, locale="en-US", geolocation=NEARER
     )
+    browser_errors.watch(phone)
     try:
         async with running_server(settings), api_for(settings, tokens["commander"]) as commander:
-            field, errors = await open_field(phone, settings)
+            field = await open_field(phone, settings)
             await wait_live(field, "field")
             geo = field.locator("#geo-state")
             button = field.locator("#geo-button")
@@ -683,6 +687,6 @@ async def test_position_sharing_waits_for_the_browsers_permission(
                 return bool(status == 200 and u1["lat"] == NEARER["latitude"])
 
             await eventually(moved, "the position to reach the server once allowed")
-            errors.assert_none()
+            browser_errors.finish()
     finally:
         await phone.close()
