@@ -246,6 +246,10 @@ class Hub:
         self._sockets.add(ws)
         try:
             await self._session(ws, request, authenticate, snapshot, replay, cookie_token)
+        except StoreUnavailable as exc:
+            log.warning("closing a console: %s", exc)
+            if not ws.closed:
+                await _close(ws, request, CLOSE_TRY_AGAIN_LATER, b"database unavailable; resume with since")
         finally:
             self._sockets.discard(ws)
             if not ws.closed:
@@ -476,6 +480,11 @@ async def _end_session(ws: web.WebSocketResponse) -> None:
     # heartbeat or its writer's send deadline ends it.
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(ws.close(code=CLOSE_UNAUTHORIZED, message=b"session ended"), CLOSE_TIMEOUT_S)
+
+
+class StoreUnavailable(Exception):
+    """Raised by the hub's callables when the database cannot be reached: the
+    console is closed with 1013 and comes back by seq."""
 
 
 class TooSlow(Exception):

@@ -7,9 +7,10 @@ Errors are always ``{"error": {"code", "message"}}`` with the right status.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,11 +26,20 @@ from command.errors import ApiError as ApiError  # re-exported for the route mod
 from command.feed_protocol import READERS, Principal
 from command.feed_scope import FieldScope
 from command.http_guard import cross_site_refusal
+from command.hub import StoreUnavailable
 from command.keys import HUB, METRICS, MQTT, PLANS, POOL, SETTINGS
 from command.ws_guard import origin_allowed
 from dispatch.recommendation import recommend_for, surroundings
 
 log = logging.getLogger(__name__)
+
+#: What "the database cannot be reached right now" looks like (not a refused query).
+DATABASE_DOWN = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+)
 
 COOKIE = "emergency_session"
 PRINCIPAL = web.RequestKey("principal", Principal)
@@ -64,7 +74,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         if exc.status < 400 or not request.path.startswith("/api"):
             raise
         return error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
-    except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError):
+    except DATABASE_DOWN:
         log.warning("database unavailable for %s %s", request.method, request.path)
         return error(503, "unavailable", "the database is unavailable; try again shortly")
 
@@ -341,16 +351,26 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         log.warning("refused a WebSocket from origin %r", origin)
         raise ApiError(403, "forbidden_origin", "this origin may not open the feed")
 
+    # Once the socket is upgraded no HTTP error can be answered: the hub
+    # closes it with 1013 instead, and the console resumes by seq.
+    @contextlib.asynccontextmanager
+    async def connection() -> AsyncIterator[asyncpg.Connection]:
+        try:
+            async with pool.acquire() as conn:
+                yield conn
+        except DATABASE_DOWN as exc:
+            raise StoreUnavailable(f"the database is unavailable ({type(exc).__name__})") from exc
+
     async def authenticate(token: str) -> Principal | None:
-        async with pool.acquire() as conn:
+        async with connection() as conn:
             return await accounts.authenticate(conn, token, now())
 
     async def snapshot(principal: Principal) -> tuple[dict[str, Any], FieldScope]:
-        async with pool.acquire() as conn:
+        async with connection() as conn:
             return await queries.snapshot(conn, principal)
 
     async def replay(principal: Principal, since: int, limit: int) -> Any:
-        async with pool.acquire() as conn:
+        async with connection() as conn:
             return await queries.replay(conn, principal, since, limit)
 
     return await app[HUB].serve(

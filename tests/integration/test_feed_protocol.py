@@ -18,6 +18,7 @@ from shapely.geometry import MultiPolygon, Point, box
 from websockets.exceptions import ConnectionClosed
 
 import command.hub
+import command.queries
 from command import accounts
 from command.keys import HUB
 from command.outbox import NewEvent, append_events
@@ -137,6 +138,31 @@ async def test_a_graceful_shutdown_closes_every_console_with_1001(database_url: 
     finally:
         for ws in sockets:
             await ws.close()
+
+
+async def test_a_database_outage_mid_hello_closes_the_console_with_1013_and_the_server_goes_on(
+    database_url: str, mqtt_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the upgrade no HTTP error can be answered: a database that cannot be
+    reached while a console catches up gets it a close frame, 1013, not an HTTP
+    503 written onto the socket (a browser's "Invalid frame header")."""
+    tokens = await seed_minimal(database_url)
+    settings = settings_for(database_url, mqtt_url)
+
+    async def pool_closing(*_: Any) -> Any:
+        raise asyncpg.InterfaceError("pool is closing")
+
+    async with running_server(settings) as app:
+        with monkeypatch.context() as patch:
+            patch.setattr(command.queries, "snapshot", pool_closing)
+            async with websockets.connect(_ws_url(settings), open_timeout=10) as ws:
+                await ws.send(json.dumps({"type": "hello", "token": tokens["commander"]}))
+                assert await _closed_with(ws) == 1013
+                assert ws.close_reason == "database unavailable; resume with since"
+        assert len(app[HUB]) == 0
+        # The database is back: the next console is served as usual.
+        async with console(settings, tokens["commander"]) as again:
+            assert (await again.receive())["type"] == "snapshot"
 
 
 # -- 3. resume edges --------------------------------------------------------------------
